@@ -1,0 +1,21 @@
+.PHONY: run test images lint bench clean-containers
+
+run:
+	@scripts/run
+
+test:
+	@scripts/test
+
+images:
+	@scripts/build-images $(IMAGES)
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+bench:
+	.venv/bin/python bench/spawn.py
+
+# Removes every container and network Lattice started; data volumes are kept.
+clean-containers:
+	.venv/bin/python manage.py shell -c "from workspaces.engine import get_backend; b = get_backend(); [b.remove(w) for w in b.list_workspaces()]"

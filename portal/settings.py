@@ -1,0 +1,247 @@
+"""Lattice settings: one flat module, everything from environment variables.
+
+Embedded defaults (SQLite, local Redis, local Docker, a local folder for object
+storage) make ``make run`` work with nothing set; see deploy/README.md for the
+production values.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+
+from portal import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.string("LATTICE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    key = env.string("SECRET_KEY")
+    if key:
+        return key
+    # Embedded default: generated once per checkout so sessions survive restarts.
+    path = VAR_DIR / "secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.boolean("DEBUG", False)
+ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env.csv("CSRF_TRUSTED_ORIGINS")
+SITE_NAME = env.string("SITE_NAME", "Lattice")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "workspaces",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into our 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+ASGI_APPLICATION = "portal.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "workspaces.context.site",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------
+DATABASE_URL = env.string("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env.string("LATTICE_SQLITE_PATH", str(VAR_DIR / "lattice.sqlite3")),
+            # The worker and the web process write at once: WAL plus an
+            # immediate write lock avoids "database is locked" under load.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not memory: the real Celery worker and web server that
+            # the end-to-end tests start must see the test database.
+            "TEST": {"NAME": env.string("LATTICE_TEST_DB", str(VAR_DIR / "test.sqlite3"))},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- accounts -------------------------------------------------------------------
+AUTH_USER_MODEL = "workspaces.User"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+if env.boolean("LATTICE_FAST_PASSWORD_HASHING", False):
+    # Test runs only: real hashing costs ~0.3 s a login.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+# Failed logins are throttled per username and, separately, per address.
+# Unknown usernames count the same as known ones, so a lockout reveals nothing.
+AXES_FAILURE_LIMIT = env.integer("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.integer("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_CALLABLE = "workspaces.accounts.axes_username"
+AXES_LOCKOUT_CALLABLE = "workspaces.accounts.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = env.integer("AXES_PROXY_COUNT", 0)
+AXES_VERBOSE = False
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env.boolean("HTTPS", False):
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = 31536000
+
+# --- static files ---------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
+NOVNC_DIR = Path(env.string("NOVNC_DIR", "/usr/share/novnc"))
+# noVNC is served from Debian's package, never copied into the repository.
+STATICFILES_DIRS = [BASE_DIR / "static", ("novnc", NOVNC_DIR)]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- Redis, Channels, Celery ----------------------------------------------------
+REDIS_URL = env.string("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.string("CHANNELS_PREFIX", "lattice")},
+    }
+}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.string("CHANNELS_PREFIX", "lattice"),
+    }
+}
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {"task": "workspaces.tasks.reconcile", "schedule": 60.0},
+}
+
+# --- REST API -----------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "workspaces.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lattice API",
+    "DESCRIPTION": "Workspaces, images and classrooms for browser-based desktops.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- workspaces -----------------------------------------------------------------
+LATTICE_ENGINE = env.string("LATTICE_ENGINE", "docker")
+LATTICE_ENGINE_PREFIX = env.string("LATTICE_ENGINE_PREFIX", "lattice")
+LATTICE_SPAWN_TIMEOUT = env.number("LATTICE_SPAWN_TIMEOUT", 60.0)
+LATTICE_MAX_RUNNING_WORKSPACES = env.integer("LATTICE_MAX_RUNNING_WORKSPACES", 2)
+LATTICE_DISPLAY_TOKEN_TTL = env.integer("LATTICE_DISPLAY_TOKEN_TTL", 60)
+LATTICE_DISPLAY_PROXY_URL = env.string("LATTICE_DISPLAY_PROXY_URL", "")
+LATTICE_DISPLAY_PROXY_PORT = env.integer("LATTICE_DISPLAY_PROXY_PORT", 6080)
+LATTICE_OBJECT_STORAGE = env.string("LATTICE_OBJECT_STORAGE", str(VAR_DIR / "object-storage"))
+# Workspace starts at once during a broadcast: about two per core keeps a
+# 2-core machine responsive while the others wait their turn.
+LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4)
+LATTICE_SAVED_IMAGES_MAX_COUNT = env.integer("LATTICE_SAVED_IMAGES_MAX_COUNT", 10)
+LATTICE_SAVED_IMAGES_MAX_BYTES = env.integer("LATTICE_SAVED_IMAGES_MAX_BYTES", 5 * 1024**3)
+# A registry admins pull catalog images from, e.g. "registry.school.org:5000".
+LATTICE_REGISTRY = env.string("LATTICE_REGISTRY", "")
+LATTICE_DEMO_PASSWORD_FILE = VAR_DIR / "demo-password"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
+    "loggers": {"axes": {"level": "WARNING"}},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.string("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True

@@ -1,0 +1,240 @@
+"""Shared fixtures: people, and the real processes end-to-end tests talk to.
+
+Three people, as in every test that checks access: the owner, a teammate in
+the same class, and a stranger who must see nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.db import connection
+
+from tests.services import ARTIFACTS, Process, free_port, wait_for_port
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def make_user(db):
+    from workspaces.models import User
+
+    def make(username: str, role: str = "student", password: str = PASSWORD) -> User:
+        return User.objects.create_user(username=username, password=password, role=role)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def teammate(make_user):
+    return make_user("teammate")
+
+
+@pytest.fixture
+def stranger(make_user):
+    return make_user("stranger")
+
+
+@pytest.fixture
+def teacher(make_user):
+    return make_user("teach", role="teacher")
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("boss", role="admin")
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def _database_env() -> dict[str, str]:
+    """Point a child process at the test database this run created."""
+    settings = connection.settings_dict
+    if settings["ENGINE"].endswith("sqlite3"):
+        return {"LATTICE_SQLITE_PATH": str(settings["NAME"])}
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return {"DATABASE_URL": urlunsplit(parts._replace(path="/" + settings["NAME"]))}
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="portal.settings")
+    env.update(_database_env())
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """A real Celery worker on the test Redis and the test database."""
+    with django_db_blocker.unblock():
+        env = _child_env()
+    worker = Process(
+        "celery-worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "8",
+            "--pool",
+            "threads",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            "test@%h",
+        ],
+        env,
+    )
+    worker.wait_for_log("ready.")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup, django_db_blocker, live_server_port, display_proxy_url):
+    """The real ASGI app (pages, API, websockets) under uvicorn, as `make run` serves it."""
+    port = live_server_port
+    with django_db_blocker.unblock():
+        env = _child_env(LATTICE_DISPLAY_PROXY_URL=display_proxy_url)
+    server = Process(
+        "uvicorn",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+    )
+    wait_for_port(port, timeout=30)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(django_db_setup):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread, which
+    # Django would take for async code; our ORM calls here are synchronous.
+    # Module scope: the loop must be gone before async tests in other modules.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+    executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not Path(executable).exists():
+        pytest.fail(f"Chromium not found at {executable}: run `make test` (it installs Debian's chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser, request):
+    """A browser tab; its console and its last picture are kept as test artefacts."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"{request.node.name}-console.log").write_text("\n".join(console))
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def display_proxy_url(live_server_port):
+    """The real display proxy (websockify + our token plugin) on a free port."""
+    port = free_port()
+    proxy = Process(
+        "display-proxy",
+        [
+            sys.executable,
+            "-m",
+            "workspaces.display_proxy",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--redis",
+            os.environ["REDIS_URL"],
+            "--origins",
+            f"{TEST_ORIGIN} http://127.0.0.1:{live_server_port}",
+        ],
+        dict(os.environ),
+    )
+    wait_for_port(port)
+    yield f"ws://127.0.0.1:{port}/"
+    proxy.stop()
+
+
+TEST_ORIGIN = "http://testserver"
+
+
+@pytest.fixture
+def engine(settings, display_proxy_url, celery_worker_process):
+    """The real engine with the proxy and a worker; every test workspace is removed afterwards."""
+    from workspaces.catalog import sync_from_engine
+    from workspaces.engine_access import backend
+
+    settings.LATTICE_DISPLAY_PROXY_URL = display_proxy_url
+    sync_from_engine()
+    yield backend()
+    for workspace_id in backend().list_workspaces():
+        backend().remove(workspace_id)
+    # Test users' data volumes go too (the portal itself never deletes one):
+    # usernames repeat from test to test, their files must not.
+    volumes = subprocess.run(
+        [
+            "docker",
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            f"label=lattice.prefix={settings.LATTICE_ENGINE_PREFIX}",
+            "--filter",
+            "label=lattice.role=data",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)

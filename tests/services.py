@@ -1,0 +1,113 @@
+"""Real services for the test run, started before Django reads its settings.
+
+Loaded as a pytest plugin (``-p tests.services``) so that REDIS_URL and the
+other variables are in place when pytest-django imports ``portal.settings``.
+Each run gets its own redis-server on a free port, so tests never touch the
+Redis of a running ``make run``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on {host}:{port} within {timeout} s")
+
+
+class Process:
+    """A child process whose output goes to a log kept as a test artefact."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_path.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.log_path.name}: no {text!r}:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _start_redis() -> str:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError(
+            "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
+        )
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="lattice-test-redis-")
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    atexit.register(lambda: (proc.terminate(), proc.wait(5), shutil.rmtree(workdir, ignore_errors=True)))
+    wait_for_port(port)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+os.environ["REDIS_URL"] = os.environ.get("LATTICE_TEST_REDIS_URL") or _start_redis()
+os.environ.setdefault("LATTICE_ENGINE_PREFIX", "latticetest")
+os.environ.setdefault("LATTICE_FAST_PASSWORD_HASHING", "1")
+# Short enough that the never-ready test is quick, long enough for a loaded CI machine.
+os.environ.setdefault("LATTICE_SPAWN_TIMEOUT", "20")
+os.environ.setdefault("LATTICE_VAR_DIR", str(ROOT / "var" / "test"))
+# One database file per run, so two runs at once (a developer's and make test)
+# never share, or delete, each other's.
+os.environ.setdefault("LATTICE_TEST_DB", str(ROOT / "var" / "test" / f"test-{os.getpid()}.sqlite3"))
+# pytest-django removes an old test database file but not SQLite's -wal and
+# -shm beside it; a new database next to an old WAL is inconsistent between
+# the processes that share it (this run's worker and web server).
+for leftover in Path(os.environ["LATTICE_TEST_DB"]).parent.glob(
+    Path(os.environ["LATTICE_TEST_DB"]).name + "*"
+):
+    leftover.unlink()

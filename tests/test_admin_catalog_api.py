@@ -1,0 +1,208 @@
+"""The admin catalog's rules without a build: who may do what, who sees what."""
+
+import pytest
+from django.contrib.auth.models import Group
+
+from workspaces.models import Classroom, Image, PublishRequest, Workspace
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalog(db):
+    return {
+        "desktop": Image.objects.create(
+            slug="desktop", reference="lattice/desktop:latest", kind="display", title="Desktop"
+        ),
+        "ide": Image.objects.create(slug="ide", reference="lattice/ide:latest", kind="app", title="IDE"),
+        "lab": Image.objects.create(slug="lab", reference="lattice/lab:latest", kind="app", title="Lab"),
+    }
+
+
+def visible(api_client, user) -> set[str]:
+    api_client.force_authenticate(user)
+    return {i["slug"] for i in api_client.get("/api/images/").json()}
+
+
+def test_teachers_and_students_cannot_touch_the_catalog(api_client, owner, teacher, catalog, client):
+    for user in (owner, teacher):
+        api_client.force_authenticate(user)
+        assert api_client.get("/api/admin/images/").status_code == 403
+        assert (
+            api_client.post("/api/admin/images/", {"reference": "x", "slug": "x"}, format="json").status_code
+            == 403
+        )
+        assert (
+            api_client.patch(
+                f"/api/admin/images/{catalog['ide'].pk}/", {"enabled": False}, format="json"
+            ).status_code
+            == 403
+        )
+        assert api_client.delete(f"/api/admin/images/{catalog['ide'].pk}/").status_code == 403
+        assert api_client.post("/api/admin/images/build/", {"slug": "x", "folder": "ide"}).status_code == 403
+        assert (
+            api_client.post(
+                "/api/admin/images/pull/", {"slug": "x", "reference": "y"}, format="json"
+            ).status_code
+            == 403
+        )
+        assert api_client.get("/api/admin/reviews/").status_code == 403
+        client.force_login(user)
+        assert client.get("/manage/").status_code == 403
+        assert client.get(f"/manage/images/{catalog['ide'].pk}/").status_code == 403
+    assert Image.objects.get(slug="ide").enabled
+
+
+def test_visibility_by_group_and_classroom(
+    api_client, admin_user, owner, teammate, stranger, teacher, catalog
+):
+    physics = Group.objects.create(name="physics")
+    owner.groups.add(physics)
+    room = Classroom.objects.create(name="Lab class")
+    room.students.add(teammate)
+    room.teachers.add(teacher)
+    api_client.force_authenticate(admin_user)
+    assert (
+        api_client.patch(
+            f"/api/admin/images/{catalog['ide'].pk}/",
+            {"visibility": "groups", "groups": [physics.pk]},
+            format="json",
+        ).status_code
+        == 200
+    )
+    assert (
+        api_client.patch(
+            f"/api/admin/images/{catalog['lab'].pk}/",
+            {"visibility": "classrooms", "classrooms": [room.pk]},
+            format="json",
+        ).status_code
+        == 200
+    )
+    assert visible(api_client, owner) == {"desktop", "ide"}
+    assert visible(api_client, teammate) == {"desktop", "lab"}
+    assert visible(api_client, teacher) == {"desktop", "lab"}
+    assert visible(api_client, stranger) == {"desktop"}
+    assert visible(api_client, admin_user) == {"desktop", "ide", "lab"}
+    # A crafted launch of what one may not use is refused, and creates nothing.
+    api_client.force_authenticate(stranger)
+    for apps in (["ide"], ["lab"]):
+        response = api_client.post("/api/workspaces/", {"display": "desktop", "apps": apps}, format="json")
+        assert response.status_code == 403
+        assert "You may not launch" in response.json()["detail"]
+    assert not Workspace.objects.exists()
+    api_client.force_authenticate(owner)
+    assert (
+        api_client.post(
+            "/api/workspaces/", {"display": "desktop", "apps": ["ide"]}, format="json"
+        ).status_code
+        == 202
+    )
+
+
+def test_groups_visibility_needs_a_group(api_client, admin_user, catalog):
+    api_client.force_authenticate(admin_user)
+    response = api_client.patch(
+        f"/api/admin/images/{catalog['ide'].pk}/", {"visibility": "groups"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "at least one group" in response.json()["detail"]
+
+
+def test_disable_stops_new_launches_only(api_client, admin_user, owner, catalog):
+    running = Workspace.objects.create(owner=owner, display=catalog["desktop"], state="running")
+    api_client.force_authenticate(admin_user)
+    assert (
+        api_client.patch(
+            f"/api/admin/images/{catalog['desktop'].pk}/", {"enabled": False}, format="json"
+        ).status_code
+        == 200
+    )
+    api_client.force_authenticate(owner)
+    assert api_client.post("/api/workspaces/", {"display": "desktop"}, format="json").status_code == 403
+    assert Workspace.objects.get(pk=running.pk).state == "running"
+
+
+def test_delete_is_refused_while_in_use(api_client, admin_user, owner, catalog):
+    Workspace.objects.create(owner=owner, display=catalog["desktop"], state="running")
+    api_client.force_authenticate(admin_user)
+    response = api_client.delete(f"/api/admin/images/{catalog['desktop'].pk}/")
+    assert response.status_code == 400
+    assert "used by a workspace" in response.json()["detail"]
+    assert Image.objects.filter(slug="desktop").exists()
+
+
+def test_admin_edits_limits(api_client, admin_user, catalog):
+    api_client.force_authenticate(admin_user)
+    response = api_client.patch(
+        f"/api/admin/images/{catalog['ide'].pk}/",
+        {"mem_limit": "768m", "cpus": 0.5, "pids_limit": 128, "title": "IDE!"},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    ide = Image.objects.get(pk=catalog["ide"].pk)
+    assert (ide.mem_limit, ide.cpus, ide.pids_limit, ide.title) == ("768m", 0.5, 128, "IDE!")
+    bad = api_client.patch(f"/api/admin/images/{catalog['ide'].pk}/", {"mem_limit": "lots"}, format="json")
+    assert bad.status_code == 400
+
+
+def test_build_input_is_checked_before_anything_runs(api_client, admin_user, catalog):
+    api_client.force_authenticate(admin_user)
+    assert (
+        "already has 'ide'"
+        in api_client.post("/api/admin/images/build/", {"slug": "ide", "folder": "office"}).json()["detail"]
+    )
+    assert (
+        "no images/nope"
+        in api_client.post("/api/admin/images/build/", {"slug": "x", "folder": "nope"}).json()["detail"]
+    )
+    assert (
+        "upload a build context"
+        in api_client.post("/api/admin/images/build/", {"slug": "x"}).json()["detail"]
+    )
+
+
+def test_pull_needs_a_registry(api_client, admin_user, settings):
+    settings.LATTICE_REGISTRY = ""
+    api_client.force_authenticate(admin_user)
+    response = api_client.post("/api/admin/images/pull/", {"slug": "x", "reference": "a/b:1"}, format="json")
+    assert response.status_code == 400
+    assert "No registry is configured" in response.json()["detail"]
+
+
+def test_review_submit_and_reject_with_a_reason(api_client, admin_user, owner, stranger, catalog, client):
+    saved = Image.objects.create(
+        slug="owner/x:1",
+        reference="lattice/u/owner/x:1",
+        kind="app",
+        title="x",
+        owner=owner,
+        name="x",
+        version=1,
+        parent=catalog["ide"],
+    )
+    api_client.force_authenticate(stranger)
+    assert api_client.post(f"/api/saved-images/{saved.pk}/publish/").status_code == 404
+    api_client.force_authenticate(owner)
+    assert (
+        api_client.post(
+            f"/api/saved-images/{saved.pk}/publish/", {"note": "for week 3"}, format="json"
+        ).status_code
+        == 201
+    )
+    assert api_client.post(f"/api/saved-images/{saved.pk}/publish/").status_code == 400  # once at a time
+    review = PublishRequest.objects.get()
+    api_client.force_authenticate(admin_user)
+    queue = api_client.get("/api/admin/reviews/").json()
+    assert queue[0]["image"]["parent"] == "ide" and queue[0]["note"] == "for week 3"
+    assert (
+        api_client.post(f"/api/admin/reviews/{review.pk}/reject/", {"reason": ""}, format="json").status_code
+        == 400
+    )
+    assert (
+        api_client.post(
+            f"/api/admin/reviews/{review.pk}/reject/", {"reason": "Remove the cache folder"}, format="json"
+        ).status_code
+        == 200
+    )
+    client.force_login(owner)
+    assert "Remove the cache folder" in client.get(f"/images/{saved.pk}/").content.decode()

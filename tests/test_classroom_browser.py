@@ -1,0 +1,56 @@
+"""A teacher broadcasts from the classroom page and watches the grid; an online
+student's browser opens the new workspace by itself."""
+
+import pytest
+
+from tests.conftest import screenshot
+from tests.test_pages_browser import login
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.docker]
+
+
+def test_teacher_broadcasts_and_watches_the_class(browser, live_server_url, make_user, engine):
+    make_user("mr-babbage", role="teacher")
+    for n in (1, 2, 3):
+        make_user(f"kid{n}")
+    student_context = browser.new_context(viewport={"width": 1280, "height": 800})
+    student = student_context.new_page()
+    login(student, live_server_url, "kid1")
+    student.wait_for_selector("#live-indicator.on")
+
+    teacher_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = teacher_context.new_page()
+    login(page, live_server_url, "mr-babbage")
+    page.wait_for_url(f"{live_server_url}/teacher/")
+    page.fill("#new-classroom input[name=name]", "Difference Engines")
+    page.fill("#new-classroom textarea[name=students]", "kid1, kid2, kid3")
+    page.click("#new-classroom button[type=submit]")
+    page.wait_for_url(f"{live_server_url}/classrooms/*/")
+    page.wait_for_selector("#live-indicator.on")
+    assert page.locator(".thumb").count() == 3
+    screenshot(page, "classroom-before-broadcast")
+
+    page.click("#broadcast-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.thumb .state.running').length === 3", timeout=120000
+    )
+    # Every running seat shows a real picture of its screen.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.thumb img')].filter(i => i.complete && i.naturalWidth === 320).length === 3",
+        timeout=30000,
+    )
+    screenshot(page, "classroom-grid")
+
+    # The online student was taken to their new workspace, with a notice.
+    student.wait_for_url(f"{live_server_url}/workspaces/*/", timeout=30000)
+    student.wait_for_selector("#overlay", state="hidden", timeout=30000)
+    screenshot(student, "student-opened-by-broadcast")
+
+    # The teacher opens one screen large, view-only.
+    page.locator(".thumb", has_text="kid2").locator("a", has_text="View").click()
+    page.wait_for_selector("#screen canvas")
+    page.wait_for_selector("#overlay", state="hidden", timeout=30000)
+    assert "View only" in page.inner_text(".viewer-tools")
+    screenshot(page, "teacher-views-a-student")
+    teacher_context.close()
+    student_context.close()

@@ -1,0 +1,191 @@
+"""A class of five on the real engine: broadcast, starter files, the grid, demo,
+control, collect and stop, through the API, the worker and the display proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import pytest
+from PIL import Image as Picture
+
+from tests.conftest import TEST_ORIGIN
+from tests.e2e import engine_id, wait_for_state
+from workspaces.models import Classroom, Job, Seat, Workspace
+from workspaces.rfb import RFBClient
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
+CLASS_SIZE = 5
+
+
+def sh(engine, ws_id: int, container: str, script: str) -> str:
+    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
+    assert code == 0, out
+    return out.decode()
+
+
+def pointer(engine, ws_id: int) -> tuple[int, int]:
+    out = sh(
+        engine,
+        ws_id,
+        "display",
+        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
+    )
+    values = dict(line.split("=") for line in out.split())
+    return int(values["X"]), int(values["Y"])
+
+
+def poke(grant: dict, x: int, y: int) -> None:
+    """Connect as a browser would and try to move the pointer."""
+    with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as rfb:
+        rfb.pointer(x, y)
+        rfb.key(0x61, True)
+        rfb.key(0x61, False)
+        rfb.frame()
+
+
+def test_a_class_of_five(engine, api_client, make_user):
+    teacher = make_user("ms-lovelace", role="teacher")
+    students = [make_user(f"pupil{n}") for n in range(1, CLASS_SIZE + 1)]
+    tclient = api_client
+    tclient.force_authenticate(teacher)
+    room = tclient.post(
+        "/api/classrooms/",
+        {"name": "Analytical Engines", "students": [s.username for s in students]},
+        format="json",
+    ).json()
+    classroom = Classroom.objects.get(pk=room["id"])
+    folder = classroom.folder
+
+    # The teacher's own workspace: starter files in /data, and later the demo.
+    mine = tclient.post("/api/workspaces/", {"display": "desktop", "apps": []}, format="json").json()["id"]
+    assert wait_for_state(mine, {"running", "failed"}).state == "running"
+    sh(
+        engine,
+        mine,
+        "display",
+        "mkdir -p /data/lessons/week1/src /data/seed && "
+        "echo 'print(1)' > /data/lessons/week1/main.py && echo notes > /data/lessons/week1/src/notes.txt && "
+        "echo 'my own work' > /data/seed/main.py",
+    )
+    # pupil1 already has a main.py of their own in the class folder.
+    engine.copy_data(teacher.username, "seed", students[0].username, folder)
+
+    started = time.monotonic()
+    sent = tclient.post(
+        f"/api/classrooms/{room['id']}/broadcasts/",
+        {"display": "desktop", "apps": [], "files": "lessons/week1"},
+        format="json",
+    )
+    assert sent.status_code == 202
+    broadcast_id = sent.json()["id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        states = {
+            s["username"]: s["state"]
+            for s in tclient.get(f"/api/broadcasts/{broadcast_id}/").json()["students"]
+        }
+        if all(state in ("running", "failed") for state in states.values()):
+            break
+        time.sleep(0.5)
+    assert set(states.values()) == {"running"}, tclient.get(f"/api/broadcasts/{broadcast_id}/").json()
+    print(f"broadcast to {CLASS_SIZE}: {time.monotonic() - started:.1f} s")
+    seats = {
+        s.student.username: s
+        for s in Seat.objects.filter(broadcast_id=broadcast_id).select_related("student")
+    }
+
+    # Starter files landed; pupil1's own main.py was kept, the teacher's beside it.
+    first = seats["pupil1"].workspace_id
+    assert sh(engine, first, "display", f"cat /data/{folder}/main.py").strip() == "my own work"
+    assert sh(engine, first, "display", f"cat /data/{folder}/main.py.1").strip() == "print(1)"
+    listing = sh(engine, first, "display", f"cd /data/{folder} && find . -type f | sort")
+    assert seats["pupil1"].files == {"copied": 1, "beside": 1, "same": 0}, listing
+    second = seats["pupil2"].workspace_id
+    assert sh(engine, second, "display", f"cat /data/{folder}/main.py").strip() == "print(1)"
+    assert sh(engine, second, "display", f"cat /data/{folder}/src/notes.txt").strip() == "notes"
+
+    # The grid: a real, small picture of each running screen.
+    for username in seats:
+        response = tclient.get(f"/api/classrooms/{room['id']}/students/{username}/thumbnail.png")
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        picture = Picture.open(io.BytesIO(response.content))
+        assert picture.size == (320, 200)
+        assert len(picture.getcolors(maxcolors=100000) or []) > 3, "a blank thumbnail"
+
+    # The large view, view-only: the teacher sees frames and moves nothing.
+    view = tclient.post(
+        f"/api/classrooms/{room['id']}/students/pupil2/display-token/", {"mode": "view"}, format="json"
+    ).json()
+    with RFBClient(view["url"], view["password"], origin=TEST_ORIGIN) as rfb:
+        assert not rfb.frame().is_blank()
+    before = pointer(engine, second)
+    poke(
+        tclient.post(
+            f"/api/classrooms/{room['id']}/students/pupil2/display-token/", {"mode": "view"}, format="json"
+        ).json(),
+        300,
+        333,
+    )
+    assert pointer(engine, second) == before
+
+    # Taking control works, and the student is told while it lasts.
+    control = tclient.post(
+        f"/api/classrooms/{room['id']}/students/pupil2/display-token/", {"mode": "control"}, format="json"
+    ).json()
+    poke(control, 222, 111)
+    assert pointer(engine, second) == (222, 111)
+    from workspaces import teaching
+
+    assert teaching.controlled_by(Workspace.objects.get(pk=second)) == "ms-lovelace"
+    assert tclient.post(f"/api/classrooms/{room['id']}/students/pupil2/release/").status_code == 204
+    assert teaching.controlled_by(Workspace.objects.get(pk=second)) is None
+
+    # Demo: every student sees the teacher's screen and cannot touch it.
+    assert (
+        tclient.post(f"/api/classrooms/{room['id']}/demo/", {"workspace": mine}, format="json").status_code
+        == 202
+    )
+    sh(engine, mine, "display", "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool mousemove 50 60")
+    for student in students[:2]:
+        api_client.force_authenticate(student)
+        grant = api_client.post(f"/api/classrooms/{room['id']}/demo/token/").json()
+        assert grant["mode"] == "view"
+        with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as rfb:
+            assert not rfb.frame().is_blank()
+        poke(api_client.post(f"/api/classrooms/{room['id']}/demo/token/").json(), 700, 500)
+    assert pointer(engine, mine) == (50, 60)
+    api_client.force_authenticate(teacher)
+    assert tclient.delete(f"/api/classrooms/{room['id']}/demo/").status_code == 204
+    api_client.force_authenticate(students[0])
+    assert api_client.post(f"/api/classrooms/{room['id']}/demo/token/").status_code == 409
+    api_client.force_authenticate(teacher)
+
+    # Collect: every student's class folder, byte for byte, into the teacher's /data.
+    sums = {}
+    for username, seat in seats.items():
+        sums[username] = sh(
+            engine,
+            seat.workspace_id,
+            "display",
+            f"head -c 200000 /dev/urandom > /data/{folder}/work.bin && sha256sum /data/{folder}/work.bin",
+        ).split()[0]
+    job_id = tclient.post(f"/api/classrooms/{room['id']}/collect/").json()["id"]
+    deadline = time.monotonic() + 120
+    while Job.objects.get(pk=job_id).state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    job = Job.objects.get(pk=job_id)
+    assert job.state == "done", job.message
+    assert all(outcome["ok"] for outcome in job.result.values()), job.result
+    for username, digest in sums.items():
+        collected = sh(
+            engine, mine, "display", f"sha256sum /data/collected/{folder}/{username}/work.bin"
+        ).split()[0]
+        assert collected == digest
+    assert hashlib.sha256(b"").hexdigest() not in sums.values()
+
+    # End: stop the whole class at once.
+    assert tclient.post(f"/api/classrooms/{room['id']}/stop/").json() == {"stopping": CLASS_SIZE}
+    for seat in seats.values():
+        assert wait_for_state(seat.workspace_id, {"stopped"}).state == "stopped"

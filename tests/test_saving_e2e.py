@@ -1,0 +1,180 @@
+"""Save as image, end to end on the real engine and a real Celery worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.e2e import docker, engine_id, wait_for_state
+from tests.services import ARTIFACTS
+from workspaces.models import Image
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
+
+
+@pytest.fixture
+def student(api_client, owner):
+    api_client.force_authenticate(owner)
+    return api_client
+
+
+def running(client, display="desktop", apps=("ide",)) -> int:
+    response = client.post("/api/workspaces/", {"display": display, "apps": list(apps)}, format="json")
+    assert response.status_code == 202, response.json()
+    ws = wait_for_state(response.json()["id"], {"running", "failed"})
+    assert ws.state == "running", ws.message
+    return ws.pk
+
+
+def sh(engine, ws_id: int, container: str, script: str) -> str:
+    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
+    assert code == 0, out
+    return out.decode()
+
+
+def wait_for_image(image_id: int, timeout: float = 180) -> Image:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        image = Image.objects.get(pk=image_id)
+        if image.state != "saving":
+            return image
+        time.sleep(0.2)
+    raise AssertionError(f"image {image_id} still saving after {timeout} s")
+
+
+def save(client, ws_id: int, container: str, name: str):
+    return client.post(
+        f"/api/workspaces/{ws_id}/containers/{container}/commit/",
+        {"name": name, "description": "tuned"},
+        format="json",
+    )
+
+
+def test_a_saved_ide_keeps_files_and_settings_but_never_data(
+    engine, student, api_client, stranger, client, owner
+):
+    ws_id = running(student)
+    sh(
+        engine,
+        ws_id,
+        "ide",
+        "echo 'my notes' > /home/user/notes.txt && git config --global user.name 'Ada L'",
+    )
+    sh(engine, ws_id, "ide", "echo 'student data' > /data/at-save-time.txt")
+
+    started = time.monotonic()
+    response = save(student, ws_id, "ide", "my-ide")
+    assert response.status_code == 202
+    image = wait_for_image(response.json()["id"])
+    seconds = time.monotonic() - started
+    assert image.state == "ready", image.message
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "save-ide-seconds.json").write_text(json.dumps({"seconds": round(seconds, 2)}))
+    assert image.reference == "lattice/u/owner/my-ide:1"
+    assert image.size > 0 and 0 < image.added_size < image.size
+    assert image.parent.slug == "ide"
+    paths = [c["path"] for c in image.changes["sample"]]
+    assert "/home/user/notes.txt" in paths and "/home/user/.gitconfig" in paths
+    assert not any(p.startswith("/data") for p in paths)
+
+    # The image itself: no /data content, no X cookie, no VNC password, the source's labels.
+    listing = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "1000:1000",
+            "--entrypoint",
+            "sh",
+            image.reference,
+            "-c",
+            "ls -A /data; ls -A /tmp/.X11-unix",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listing.stdout.strip() == ""
+    config = json.loads(docker("image", "inspect", image.reference))[0]["Config"]
+    assert not any(
+        e.startswith("LATTICE_VNC_PASSWORD=") and e != "LATTICE_VNC_PASSWORD=" for e in config["Env"]
+    )
+    assert config["Labels"]["lattice.kind"] == "app"
+    assert config["Labels"]["lattice.parent"] == "lattice/ide:latest"
+    assert config["Labels"]["lattice.saved-by"] == "owner"
+
+    # Launch a new workspace with the saved IDE: the file and the setting are there.
+    again = running(student, apps=("owner/my-ide:1",))
+    assert sh(engine, again, "my-ide", "cat /home/user/notes.txt").strip() == "my notes"
+    assert sh(engine, again, "my-ide", "git config --global user.name").strip() == "Ada L"
+
+    # The detail page lists the added file.
+    client.force_login(owner)
+    page = client.get(f"/images/{image.pk}/").content.decode()
+    assert "/home/user/notes.txt" in page and "/home/user" in page
+
+    # Another user neither sees nor launches it.
+    api_client.force_authenticate(stranger)
+    assert "owner/my-ide:1" not in [i["slug"] for i in api_client.get("/api/images/").json()]
+    assert api_client.get(f"/api/saved-images/{image.pk}/").status_code == 404
+    refused = api_client.post(
+        "/api/workspaces/", {"display": "desktop", "apps": ["owner/my-ide:1"]}, format="json"
+    )
+    assert refused.status_code == 400
+
+
+def test_a_saved_display_launches_as_the_display(engine, student):
+    ws_id = running(student, apps=())
+    sh(engine, ws_id, "display", "echo themed > /home/user/theme.txt")
+    image = wait_for_image(save(student, ws_id, "display", "my-desktop").json()["id"])
+    assert image.state == "ready" and image.kind == "display"
+    config = json.loads(docker("image", "inspect", image.reference))[0]["Config"]
+    assert "LATTICE_VNC_PASSWORD=" in config["Env"]  # emptied, not the workspace's secret
+    again = running(student, display="owner/my-desktop:1", apps=())
+    assert sh(engine, again, "display", "cat /home/user/theme.txt").strip() == "themed"
+
+
+def test_two_saves_at_once_give_one_image_and_a_clear_409(engine, student):
+    ws_id = running(student, apps=())
+    answers = []
+
+    def save_it():
+        answers.append(save(student, ws_id, "display", "twice"))
+
+    threads = [threading.Thread(target=save_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(a.status_code for a in answers)
+    assert codes in ([202, 409], [202, 202]), codes
+    for answer in answers:
+        if answer.status_code == 202:
+            assert wait_for_image(answer.json()["id"]).state == "ready"
+        else:
+            assert "being saved already" in answer.json()["detail"]
+    # Whatever was saved is whole: it launches.
+    slug = next(a.json()["slug"] for a in answers if a.status_code == 202)
+    assert wait_for_state(running(student, display=slug, apps=()), {"running"}).state == "running"
+
+
+def test_an_image_in_use_cannot_be_deleted_and_a_free_one_can(engine, student):
+    ws_id = running(student, apps=())
+    image = wait_for_image(save(student, ws_id, "display", "short-lived").json()["id"])
+    user_ws = running(student, display=image.slug, apps=())
+    assert student.delete(f"/api/saved-images/{image.pk}/").status_code == 409
+    student.delete(f"/api/workspaces/{user_ws}/")
+    deadline = time.monotonic() + 60
+    while Image.objects.filter(pk=image.pk).exists() and time.monotonic() < deadline:
+        if student.delete(f"/api/saved-images/{image.pk}/").status_code == 204:
+            break
+        time.sleep(0.5)
+    assert not Image.objects.filter(pk=image.pk).exists()
+    assert (
+        subprocess.run(["docker", "image", "inspect", image.reference], capture_output=True).returncode != 0
+    )

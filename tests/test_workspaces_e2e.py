@@ -1,0 +1,255 @@
+"""Workspaces end to end: the real Docker engine, a real Celery worker, Redis and
+the display proxy (websockify), driven through the public API like a browser."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from tests.conftest import TEST_ORIGIN
+from tests.e2e import (
+    containers_of,
+    data_volumes,
+    engine_id,
+    inspect,
+    networks_of,
+    never_ready_image,
+    wait_for_state,
+    wait_until_gone,
+)
+from workspaces.models import Image, Workspace
+from workspaces.rfb import RFBClient, RFBError
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
+# How a refused display connection looks to a client: the proxy closes it
+# during the handshake, or answers with an error status.
+REFUSED = (InvalidHandshake, RFBError, ConnectionError, OSError)
+
+
+@pytest.fixture
+def student(api_client, owner):
+    api_client.force_authenticate(owner)
+    return api_client
+
+
+def launch(client, apps=("ide",)) -> int:
+    response = client.post("/api/workspaces/", {"display": "desktop", "apps": list(apps)}, format="json")
+    assert response.status_code == 202, response.json()
+    return response.json()["id"]
+
+
+def running(client, apps=("ide",)) -> int:
+    ws_id = launch(client, apps)
+    ws = wait_for_state(ws_id, {"running", "failed"})
+    assert ws.state == "running", ws.message
+    return ws_id
+
+
+def token(client, ws_id: int, mode: str = "control") -> dict:
+    response = client.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": mode}, format="json")
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def run(engine, ws_id: int, container: str, script: str) -> str:
+    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
+    assert code == 0, out
+    return out.decode()
+
+
+def x_windows(engine, ws_id: int) -> str:
+    """Names of the windows on the display, as the X server knows them."""
+    return run(
+        engine, ws_id, "display", "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xwininfo -root -tree"
+    )
+
+
+def wait_for_window(engine, ws_id: int, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while name not in x_windows(engine, ws_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {name!r} window:\n{x_windows(engine, ws_id)}")
+        time.sleep(0.3)
+
+
+def pointer(engine, ws_id: int) -> tuple[int, int]:
+    out = run(
+        engine,
+        ws_id,
+        "display",
+        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
+    )
+    values = dict(line.split("=") for line in out.split())
+    return int(values["X"]), int(values["Y"])
+
+
+def test_desktop_and_ide_reach_running_and_draw_through_the_proxy(engine, student):
+    ws_id = running(student)
+    body = student.get(f"/api/workspaces/{ws_id}/").json()
+    assert body["state"] == "running" and body["progress"] == 100
+    assert sorted(c["name"] for c in body["containers"]) == ["display", "ide"]
+    assert all(c["state"] == "running" for c in body["containers"])
+    grant = token(student, ws_id)
+    with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as rfb:
+        assert (rfb.width, rfb.height) == (1280, 800)
+        frame = rfb.frame()
+    assert not frame.is_blank()
+    assert frame.distinct_colours() > 3
+    wait_for_window(engine, ws_id, "Geany")
+
+
+def test_containers_share_only_data_and_it_survives_everything(engine, student, owner):
+    ws_id = running(student)
+    run(engine, ws_id, "ide", "echo private > /home/user/only-in-ide.txt")
+    digest = run(
+        engine, ws_id, "ide", "head -c 1048576 /dev/urandom > /data/shared.bin && sha256sum /data/shared.bin"
+    )
+    digest = digest.split()[0]
+    # Outside /data each container has its own filesystem ...
+    code, _ = engine.exec(engine_id(ws_id), "display", ["test", "-e", "/home/user/only-in-ide.txt"])
+    assert code != 0
+    # ... and /data is the same volume in both.
+    assert run(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
+
+    assert student.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
+    assert wait_for_state(ws_id, {"stopped"}).state == "stopped"
+    assert containers_of(engine_id(ws_id), all_states=False) == []
+    assert student.post(f"/api/workspaces/{ws_id}/start/").status_code == 202
+    assert wait_for_state(ws_id, {"running", "failed"}).state == "running"
+    assert run(engine, ws_id, "ide", "cat /home/user/only-in-ide.txt").strip() == "private"
+    assert run(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
+
+    volumes_before = data_volumes()
+    eid = engine_id(ws_id)
+    assert student.delete(f"/api/workspaces/{ws_id}/").status_code == 202
+    wait_until_gone(ws_id)
+    assert containers_of(eid) == [] and networks_of(eid) == []
+    assert data_volumes() == volumes_before  # the data volume is never deleted
+
+    again = running(student)
+    assert run(engine, again, "ide", "sha256sum /data/shared.bin").split()[0] == digest
+    code, _ = engine.exec(engine_id(again), "ide", ["test", "-e", "/home/user/only-in-ide.txt"])
+    assert code != 0  # a new workspace has fresh containers
+
+
+def test_containers_are_hardened(engine, student):
+    ws_id = running(student)
+    names = containers_of(engine_id(ws_id))
+    assert len(names) == 2
+    for name in names:
+        info = inspect(name)
+        host = info["HostConfig"]
+        assert info["Config"]["User"] == "1000:1000", name
+        assert host["CapDrop"] == ["ALL"], name
+        assert "no-new-privileges" in host["SecurityOpt"], name
+        assert host["Privileged"] is False
+        assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+        assert host["ShmSize"] >= 64 * 1024 * 1024
+        assert not host.get("PortBindings"), "nothing is published on the host"
+        mounts = {m["Destination"]: m for m in info["Mounts"]}
+        assert set(mounts) == {"/data", "/tmp/.X11-unix"}, mounts
+        assert all(m["Type"] == "volume" for m in mounts.values())
+        assert "docker.sock" not in str(info["Mounts"]) + str(host.get("Binds"))
+        networks = list(info["NetworkSettings"]["Networks"])
+        assert networks == [f"latticetest-ws{engine_id(ws_id)}"], networks
+        # The VNC passwords are on the display only, and never in an app.
+        env = " ".join(info["Config"]["Env"])
+        assert ("LATTICE_VNC_PASSWORD" in env) == name.endswith("-display")
+
+
+def test_display_tokens_are_single_use_short_lived_and_revoked_on_stop(engine, student, settings):
+    ws_id = running(student, apps=())
+    grant = token(student, ws_id)
+    with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN):
+        pass
+    with pytest.raises(REFUSED):
+        RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN, timeout=5)
+
+    settings.LATTICE_DISPLAY_TOKEN_TTL = 1
+    expired = token(student, ws_id)
+    time.sleep(1.5)
+    with pytest.raises(REFUSED):
+        RFBClient(expired["url"], expired["password"], origin=TEST_ORIGIN, timeout=5)
+
+    settings.LATTICE_DISPLAY_TOKEN_TTL = 60
+    foreign = token(student, ws_id)
+    with pytest.raises(InvalidStatus):
+        RFBClient(foreign["url"], foreign["password"], origin="https://evil.example", timeout=5)
+
+    # An open connection ends when the workspace stops, and unused tokens die.
+    unused = token(student, ws_id)
+    live = RFBClient(token(student, ws_id)["url"], grant["password"], origin=TEST_ORIGIN)
+    assert student.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
+    wait_for_state(ws_id, {"stopped"})
+    with pytest.raises(Exception):  # noqa: B017 - closed by the server, any way it says so
+        live.frame()
+    with pytest.raises(REFUSED):
+        RFBClient(unused["url"], unused["password"], origin=TEST_ORIGIN, timeout=5)
+
+
+def test_view_mode_input_never_reaches_the_desktop(engine, student):
+    ws_id = running(student, apps=())
+    control = token(student, ws_id, "control")
+    with RFBClient(control["url"], control["password"], origin=TEST_ORIGIN) as rfb:
+        rfb.pointer(100, 120)
+        rfb.frame()  # a round trip: the pointer event has been handled
+    assert pointer(engine, ws_id) == (100, 120)
+
+    view = token(student, ws_id, "view")
+    assert view["password"] != control["password"]
+    with RFBClient(view["url"], view["password"], origin=TEST_ORIGIN) as rfb:
+        assert not rfb.frame().is_blank()  # the viewer sees the desktop ...
+        rfb.pointer(600, 500)
+        rfb.key(0x61, True)
+        rfb.key(0x61, False)
+        rfb.frame()
+    assert pointer(engine, ws_id) == (100, 120)  # ... and moves nothing
+
+
+def test_double_start_and_stop_during_start_leave_one_consistent_workspace(engine, student):
+    ws_id = running(student, apps=())
+    student.post(f"/api/workspaces/{ws_id}/stop/")
+    wait_for_state(ws_id, {"stopped"})
+    answers = []
+
+    def start():
+        answers.append(student.post(f"/api/workspaces/{ws_id}/start/").status_code)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [202, 409]
+    assert wait_for_state(ws_id, {"running", "failed"}).state == "running"
+    assert len(containers_of(engine_id(ws_id), all_states=False)) == 1
+
+    # Stop while it starts: it ends stopped, with nothing left running.
+    fresh = launch(student)
+    wait_for_state(fresh, {"starting"}, timeout=20)
+    assert student.post(f"/api/workspaces/{fresh}/stop/").status_code == 202
+    assert wait_for_state(fresh, {"stopped"}).state == "stopped"
+    assert containers_of(engine_id(fresh), all_states=False) == []
+    time.sleep(1)  # nothing changes its mind later
+    assert Workspace.objects.get(pk=fresh).state == "stopped"
+    assert containers_of(engine_id(fresh), all_states=False) == []
+
+    # Delete while it starts: it ends gone, with nothing left at all.
+    doomed = launch(student)
+    eid = engine_id(doomed)
+    wait_for_state(doomed, {"starting"}, timeout=20)
+    assert student.delete(f"/api/workspaces/{doomed}/").status_code == 202
+    wait_until_gone(doomed)
+    assert containers_of(eid) == [] and networks_of(eid) == []
+
+
+def test_a_display_that_never_gets_ready_fails_with_a_reason_and_leaves_nothing(engine, student, owner):
+    Image.objects.create(slug="mute", reference=never_ready_image(), kind="display", title="Mute")
+    response = student.post("/api/workspaces/", {"display": "mute", "apps": ["ide"]}, format="json")
+    ws = wait_for_state(response.json()["id"], {"failed", "running"}, timeout=120)
+    assert ws.state == "failed"
+    assert "not ready" in ws.message.lower() or "did not" in ws.message.lower(), ws.message
+    assert containers_of(ws.engine_id) == [] and networks_of(ws.engine_id) == []

@@ -1,0 +1,294 @@
+"""The admin catalog API. Every call here is for admins only (403 for others)."""
+
+from __future__ import annotations
+
+import re
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import admin_catalog
+from ..engine_access import backend
+from ..models import Image, PublishRequest, Role
+from .auth import JobSerializer
+
+
+class IsAdminRole(BasePermission):
+    message = "Only administrators manage the catalog."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.role == Role.ADMIN)
+
+
+class AdminView(APIView):
+    permission_classes = [IsAdminRole]
+
+
+def _guard(action):
+    try:
+        return action()
+    except admin_catalog.CatalogError as exc:
+        raise serializers.ValidationError({"detail": str(exc)}) from None
+
+
+class CatalogImageSerializer(serializers.ModelSerializer):
+    groups = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    classrooms = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    in_use = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "slug",
+            "reference",
+            "kind",
+            "title",
+            "description",
+            "icon",
+            "enabled",
+            "size",
+            "built",
+            "mem_limit",
+            "cpus",
+            "pids_limit",
+            "kiosk",
+            "visibility",
+            "groups",
+            "classrooms",
+            "origin",
+            "in_use",
+        ]
+        read_only_fields = [
+            "id",
+            "slug",
+            "reference",
+            "kind",
+            "size",
+            "built",
+            "origin",
+            "in_use",
+            "visibility",
+        ]
+
+    def get_in_use(self, image: Image) -> int:
+        return admin_catalog.usage(image)
+
+    def validate_mem_limit(self, value: str) -> str:
+        if not re.fullmatch(r"[0-9]+[bkmg]", value):
+            raise serializers.ValidationError("Use a size such as 512m or 2g.")
+        return value
+
+    def validate_cpus(self, value: float) -> float:
+        if not 0.1 <= value <= 64:
+            raise serializers.ValidationError("Between 0.1 and 64.")
+        return value
+
+    def validate_pids_limit(self, value: int) -> int:
+        if not 16 <= value <= 65536:
+            raise serializers.ValidationError("Between 16 and 65536.")
+        return value
+
+
+class EntryFields(serializers.Serializer):
+    slug = serializers.CharField(max_length=64)
+    kind = serializers.ChoiceField(choices=["display", "app"], required=False)
+    title = serializers.CharField(max_length=120, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    icon = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    mem_limit = serializers.RegexField(r"^[0-9]+[bkmg]$", required=False)
+    cpus = serializers.FloatField(min_value=0.1, max_value=64, required=False)
+    pids_limit = serializers.IntegerField(min_value=16, max_value=65536, required=False)
+    kiosk = serializers.BooleanField(required=False, default=False)
+    visibility = serializers.ChoiceField(choices=["everyone", "groups", "classrooms"], default="everyone")
+    groups = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    classrooms = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+
+class AddFromEngine(EntryFields):
+    reference = serializers.CharField(max_length=255)
+
+
+class CatalogList(AdminView):
+    @extend_schema(responses=CatalogImageSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        images = Image.objects.filter(owner=None).prefetch_related("groups", "classrooms")
+        return Response(CatalogImageSerializer(images, many=True).data)
+
+    @extend_schema(request=AddFromEngine, responses={201: CatalogImageSerializer})
+    def post(self, request: Request) -> Response:
+        """Add an image the engine already has."""
+        body = AddFromEngine(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = dict(body.validated_data)
+        image = _guard(lambda: admin_catalog.add_from_engine(fields.pop("reference"), fields))
+        return Response(CatalogImageSerializer(image).data, status=201)
+
+
+class EngineImages(AdminView):
+    """Images on the engine that are not in the catalog yet, with their Lattice labels."""
+
+    def get(self, request: Request) -> Response:
+        known = set(Image.objects.values_list("reference", flat=True))
+        found = [
+            {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
+            for i in backend().list_images()
+            if i["reference"] not in known and not i["reference"].startswith("lattice/u/")
+        ]
+        return Response(found)
+
+
+class BuildRequest(EntryFields):
+    folder = serializers.CharField(required=False, allow_blank=True, default="")
+    context = serializers.FileField(required=False)
+
+
+class CatalogBuild(AdminView):
+    """Build from a folder of images/ or an uploaded context; the log streams as job-log events."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(request=BuildRequest, responses={202: JobSerializer})
+    def post(self, request: Request) -> Response:
+        body = BuildRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = dict(body.validated_data)
+        upload = fields.pop("context", None)
+        folder = fields.pop("folder", "")
+        payload = (upload.read(), upload.name) if upload else None
+        job = _guard(lambda: admin_catalog.queue_build(request.user, fields, folder=folder, upload=payload))
+        return Response(JobSerializer(job).data, status=202)
+
+
+class PullRequest(EntryFields):
+    reference = serializers.CharField(max_length=255)
+
+
+class CatalogPull(AdminView):
+    @extend_schema(request=PullRequest, responses={202: JobSerializer})
+    def post(self, request: Request) -> Response:
+        body = PullRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = dict(body.validated_data)
+        job = _guard(lambda: admin_catalog.queue_pull(request.user, fields.pop("reference"), fields))
+        return Response(JobSerializer(job).data, status=202)
+
+
+class VisibilityRequest(serializers.Serializer):
+    visibility = serializers.ChoiceField(choices=["everyone", "groups", "classrooms"])
+    groups = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    classrooms = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+
+class CatalogDetail(AdminView):
+    def _image(self, pk: int) -> Image:
+        return get_object_or_404(Image.objects.filter(owner=None), pk=pk)
+
+    @extend_schema(responses=CatalogImageSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(CatalogImageSerializer(self._image(pk)).data)
+
+    @extend_schema(request=CatalogImageSerializer, responses=CatalogImageSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        """Edit metadata, limits (used from the next launch) and enabled; and who sees it."""
+        image = self._image(pk)
+        serializer = CatalogImageSerializer(image, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        if "visibility" in request.data:
+            seen = VisibilityRequest(data=request.data)
+            seen.is_valid(raise_exception=True)
+            _guard(lambda: admin_catalog.set_visibility(image, **seen.validated_data))
+        serializer.save()
+        return Response(CatalogImageSerializer(image).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        image = self._image(pk)
+        _guard(lambda: admin_catalog.delete(image))
+        return Response(status=204)
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    image = serializers.SerializerMethodField()
+    requested_by = serializers.CharField(source="requested_by.username")
+    published = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = PublishRequest
+        fields = ["id", "image", "requested_by", "note", "state", "reason", "published", "created", "decided"]
+
+    def get_image(self, request: PublishRequest) -> dict:
+        image = request.image
+        return {
+            "id": image.pk,
+            "slug": image.slug,
+            "title": image.title,
+            "kind": image.kind,
+            "parent": image.parent.slug if image.parent else None,
+            "size": image.size,
+            "added_size": image.added_size,
+            "changes": image.changes.get("summary", {}),
+        }
+
+
+class ReviewList(AdminView):
+    @extend_schema(responses=ReviewSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        reviews = PublishRequest.objects.select_related("image__parent", "requested_by", "published")
+        return Response(ReviewSerializer(reviews, many=True).data)
+
+
+class ApproveRequest(serializers.Serializer):
+    slug = serializers.CharField(max_length=64)
+    title = serializers.CharField(max_length=120, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    visibility = serializers.ChoiceField(choices=["everyone", "groups", "classrooms"], default="everyone")
+    groups = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    classrooms = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+
+class ReviewApprove(AdminView):
+    @extend_schema(request=ApproveRequest, responses={201: CatalogImageSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        review = get_object_or_404(PublishRequest, pk=pk)
+        body = ApproveRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        image = _guard(lambda: admin_catalog.approve(review, request.user, dict(body.validated_data)))
+        return Response(CatalogImageSerializer(image).data, status=201)
+
+
+class RejectRequest(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class ReviewReject(AdminView):
+    @extend_schema(request=RejectRequest, responses=ReviewSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        review = get_object_or_404(PublishRequest, pk=pk)
+        body = RejectRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        _guard(lambda: admin_catalog.reject(review, request.user, body.validated_data["reason"]))
+        review.refresh_from_db()
+        return Response(ReviewSerializer(review).data)
+
+
+class SubmitRequest(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class SubmitForPublishing(APIView):
+    """A user asks for their saved image to join the catalog."""
+
+    @extend_schema(request=SubmitRequest, responses={201: ReviewSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        image = get_object_or_404(Image, pk=pk, owner=request.user)
+        body = SubmitRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        review = _guard(lambda: admin_catalog.submit(image, request.user, body.validated_data["note"]))
+        return Response(ReviewSerializer(review).data, status=201)

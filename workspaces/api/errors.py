@@ -1,0 +1,59 @@
+"""Every API error is JSON ``{"detail": ...}`` with the right status."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _first_message(data) -> str:
+    if isinstance(data, dict):
+        for field, value in data.items():
+            message = _first_message(value)
+            return message if field in ("detail", "non_field_errors") else f"{field}: {message}"
+    if isinstance(data, list) and data:
+        return _first_message(data[0])
+    return str(data)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        # Field errors stay available under "errors"; "detail" reads as a sentence.
+        response.data = {"detail": _first_message(response.data), "errors": response.data}
+    elif not isinstance(response.data, dict) or "detail" not in response.data:
+        response.data = {"detail": _first_message(response.data)}
+    return response
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The resource is not in a state that allows this."
+    default_code = "conflict"
+
+
+class OverLimit(exceptions.APIException):
+    status_code = 429
+    default_detail = "Over the limit."
+    default_code = "over_limit"
+
+
+def json_404(request: HttpRequest, exception: Exception | None = None):
+    """API paths answer 404 in JSON; pages keep the HTML error page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def json_500(request: HttpRequest):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Server error. It has been logged; try again shortly."}, status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -1,0 +1,24 @@
+"""System checks: a missing Redis or Docker engine is reported with what to do.
+
+They are warnings, not errors, so that ``migrate`` or ``createsuperuser`` still
+work while a service is down; ``manage.py preflight`` (run before the web
+server starts) treats them as fatal.
+"""
+
+from __future__ import annotations
+
+from django.core.checks import Warning, register
+
+from . import services_health
+
+
+@register("lattice")
+def services_reachable(app_configs=None, **kwargs) -> list[Warning]:
+    found = []
+    problem = services_health.redis_problem()
+    if problem:
+        found.append(Warning(problem, id="lattice.W001"))
+    problem = services_health.docker_problem()
+    if problem:
+        found.append(Warning(problem, id="lattice.W002"))
+    return found

@@ -1,0 +1,101 @@
+"""The contract every engine backend keeps, and the errors it raises.
+
+A backend turns a WorkspaceSpec into running containers and reports what the
+engine really has. It never decides anything: timeouts, retries and the
+database live above it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from .errors import (  # noqa: F401  (re-exported: callers import errors from here)
+    ContainerNotFound,
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    InvalidSpecError,
+    StartFailed,
+    StartTimeout,
+)
+from .specs import ContainerState, Endpoint, WorkspaceSpec
+
+Progress = Callable[[int, str], None]
+
+# Workspace states as poll() and list_workspaces() report them.
+RUNNING = "running"
+STOPPED = "stopped"
+MISSING = "missing"
+FAILED = "failed"
+
+
+def no_progress(percent: int, message: str) -> None:
+    """The default progress callback: ignore it."""
+
+
+class Backend(ABC):
+    @abstractmethod
+    def start(self, spec: WorkspaceSpec, progress: Progress = no_progress, timeout: float = 60) -> Endpoint:
+        """Create what is missing, start everything, return once the display answers."""
+
+    @abstractmethod
+    def stop(self, workspace_id: str) -> None:
+        """Stop the containers but keep them (their filesystems survive). Idempotent."""
+
+    @abstractmethod
+    def remove(self, workspace_id: str) -> None:
+        """Remove containers, network and X socket volume; never the data volume. Idempotent."""
+
+    @abstractmethod
+    def poll(self, workspace_id: str) -> str:
+        """The workspace state from the engine itself: running, stopped, missing or failed."""
+
+    @abstractmethod
+    def containers(self, workspace_id: str) -> list[ContainerState]:
+        """The workspace's containers, display first."""
+
+    @abstractmethod
+    def endpoint(self, workspace_id: str) -> Endpoint | None:
+        """Where the display answers, or None when it is not running."""
+
+    @abstractmethod
+    def list_workspaces(self) -> dict[str, str]:
+        """Every workspace the engine has under this prefix, by id, with its poll state."""
+
+    @abstractmethod
+    def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of one image; ImageNotFound when it is not there."""
+
+    @abstractmethod
+    def list_images(self) -> list[dict[str, Any]]:
+        """Lattice images: name, reference, tags, id, size, created, labels."""
+
+    @abstractmethod
+    def exec(self, workspace_id: str, container: str, cmd: list[str]) -> tuple[int, bytes]:
+        """Run cmd as the workspace user in a running container; exit code and output."""
+
+    # Saving containers and moving files: DockerDataOps (docker_data.py) for docker.
+
+    @abstractmethod
+    def diff(self, workspace_id: str, container: str) -> list[dict[str, str]]:
+        """What the container changed in its own filesystem: [{"path", "kind": added|changed|deleted}]."""
+
+    @abstractmethod
+    def commit(
+        self, workspace_id: str, container: str, reference: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        """Save the container's filesystem as image reference; {"id", "reference", "size"}."""
+
+    @abstractmethod
+    def image_size(self, reference: str) -> int:
+        """Bytes of the image with its parents; ImageNotFound when it is not there."""
+
+    @abstractmethod
+    def remove_image(self, reference: str) -> None:
+        """Remove one image tag; a missing image is success, one in use is an EngineError."""
+
+    @abstractmethod
+    def copy_data(self, src_owner: str, src_path: str, dst_owner: str, dst_path: str) -> list[dict[str, str]]:
+        """Copy a folder of one user's data volume into another's, replacing nothing."""

@@ -1,0 +1,68 @@
+"""Deterministic engine object names, so start/stop/remove find what exists.
+
+Every name is <prefix>-...; owners and workspace ids are escaped so that any
+Django username (letters of any script, digits, @.+-_) or id gives a valid
+docker name, and two different inputs never give the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_PREFIX = re.compile(r"^[a-z0-9]{1,32}$")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+# Docker has no documented name limit, but volume names become a path
+# component on the host (255 bytes at most): leave room for the prefix.
+_MAX_ESCAPED = 180
+
+
+def check_prefix(prefix: str) -> str:
+    # No '-' in the prefix: the names below split on it.
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"bad engine prefix {prefix!r}: 1-32 lowercase letters and digits")
+    return prefix
+
+
+def escape(value: str) -> str:
+    """Keep [a-z0-9]; every other UTF-8 byte becomes _xx (lowercase hex).
+
+    '_' is always the start of an escape, so the mapping is one to one, and
+    upper case is escaped because Django usernames are case sensitive while
+    DNS-like names are not ('Bob' and 'bob' are two users).
+    """
+    out = []
+    for ch in value:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02x}" for b in ch.encode("utf-8"))
+    escaped = "".join(out)
+    if len(escaped) > _MAX_ESCAPED:
+        # '--' never occurs in an escaped value, so shortened names live apart
+        # from full ones; the digest keeps them distinct from each other.
+        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:24]
+        escaped = f"{escaped[:150]}--{digest}"
+    return escaped or "_"
+
+
+def workspace_base(prefix: str, workspace_id: str) -> str:
+    # The escaped id holds no '-', so <base>-<container> splits one way only.
+    return f"{prefix}-ws{escape(workspace_id)}"
+
+
+def network(prefix: str, workspace_id: str) -> str:
+    return workspace_base(prefix, workspace_id)
+
+
+def x11_volume(prefix: str, workspace_id: str) -> str:
+    # A volume, not a container: it may share the form of a container name.
+    return f"{workspace_base(prefix, workspace_id)}-x11"
+
+
+def container(prefix: str, workspace_id: str, name: str) -> str:
+    return f"{workspace_base(prefix, workspace_id)}-{name}"
+
+
+def data_volume(prefix: str, owner: str) -> str:
+    return f"{prefix}-data-{escape(owner)}"

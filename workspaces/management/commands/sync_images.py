@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+
+from workspaces.catalog import sync_from_engine
+
+
+class Command(BaseCommand):
+    help = "Add the engine's Lattice images (by their labels) to the catalog."
+
+    def handle(self, *args, **options) -> None:
+        images = sync_from_engine()
+        self.stdout.write(
+            f"Catalog: {', '.join(sorted(i.slug for i in images)) or 'no Lattice images found'}"
+        )

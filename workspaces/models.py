@@ -1,0 +1,339 @@
+from __future__ import annotations
+
+import re
+import secrets
+
+from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+
+class Role(models.TextChoices):
+    STUDENT = "student", "Student"
+    TEACHER = "teacher", "Teacher"
+    ADMIN = "admin", "Admin"
+
+
+class UserManager(DjangoUserManager):
+    """Usernames are case-insensitive: "Alice" and "alice" are one account."""
+
+    def get_by_natural_key(self, username: str) -> User:
+        return self.get(username__iexact=username)
+
+    def normalize_username(self, username: str) -> str:
+        return super().normalize_username(username).lower()
+
+
+class User(AbstractUser):
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.STUDENT)
+    # Saved-image quota; empty means the site default (LATTICE_SAVED_IMAGES_*).
+    saved_images_max_count = models.PositiveIntegerField(null=True, blank=True)
+    saved_images_max_bytes = models.BigIntegerField(null=True, blank=True)
+
+    objects = UserManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("username"), name="username_case_insensitive_unique"),
+        ]
+
+    def save(self, *args, **kwargs) -> None:
+        self.username = self.username.lower()
+        # The admin role is the Django admin's superuser; nobody else gets in.
+        if self.role == Role.ADMIN:
+            self.is_superuser = True
+        self.is_staff = self.is_superuser
+        super().save(*args, **kwargs)
+
+    @property
+    def is_teacher(self) -> bool:
+        return self.role == Role.TEACHER
+
+    @property
+    def is_admin_role(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """A unit of background work a user waits for, with its progress.
+
+    The live progress goes out as events; the row keeps the last word so a
+    page opened later still shows where the work is.
+    """
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.state})"
+
+
+class ImageState(models.TextChoices):
+    SAVING = "saving", "Saving"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Visibility(models.TextChoices):
+    EVERYONE = "everyone", "Everyone"
+    GROUPS = "groups", "Some groups"
+    CLASSROOMS = "classrooms", "Some classrooms"
+    OWNER = "owner", "Only its owner"
+
+
+class ImageKind(models.TextChoices):
+    DISPLAY = "display", "Display"
+    APP = "app", "App"
+
+
+class Image(models.Model):
+    """A catalog entry: an engine image users may launch, described by its labels."""
+
+    # Catalog images: a plain slug ("ide"). Saved images: "<user>/<name>:<version>".
+    slug = models.CharField(max_length=160, unique=True)
+    reference = models.CharField(
+        max_length=255, help_text="The engine's image reference, e.g. lattice/ide:latest"
+    )
+    kind = models.CharField(max_length=16, choices=ImageKind.choices)
+    title = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    icon = models.CharField(max_length=16, blank=True)
+    enabled = models.BooleanField(default=True)
+    owner = models.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="saved_images",
+        help_text="Set for images a user saved: only they see it.",
+    )
+    mem_limit = models.CharField(max_length=16, default="1g")
+    cpus = models.FloatField(default=1.0)
+    pids_limit = models.PositiveIntegerField(default=256)
+    kiosk = models.BooleanField(default=False)
+    size = models.BigIntegerField(default=0)
+    built = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    # Saved images (issue: save a customised container as a new image).
+    state = models.CharField(max_length=16, choices=ImageState.choices, default=ImageState.READY)
+    message = models.CharField(max_length=300, blank=True)
+    name = models.CharField(max_length=64, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    added_size = models.BigIntegerField(default=0)
+    changes = models.JSONField(default=dict, blank=True)
+    source_workspace = models.ForeignKey(
+        "Workspace", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source_container = models.CharField(max_length=64, blank=True)
+    # Who may launch it (catalog images; a saved image is its owner's alone).
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.EVERYONE)
+    groups = models.ManyToManyField("auth.Group", blank=True, related_name="images")
+    classrooms = models.ManyToManyField("Classroom", blank=True, related_name="images")
+    origin = models.CharField(
+        max_length=200, blank=True, help_text="How it came: built, uploaded, pulled, published…"
+    )
+
+    class Meta:
+        ordering = ["kind", "title"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name", "version"], condition=~Q(name=""), name="saved_image_version_unique"
+            ),
+            # One save of a container at a time: the second gets a clear 409.
+            models.UniqueConstraint(
+                fields=["source_workspace", "source_container"],
+                condition=Q(state="saving"),
+                name="one_save_per_container",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def saved(self) -> bool:
+        return self.owner_id is not None
+
+
+class WorkspaceState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_STATES = (WorkspaceState.PENDING, WorkspaceState.STARTING, WorkspaceState.RUNNING)
+
+
+class WorkspaceQuerySet(models.QuerySet):
+    def visible(self) -> WorkspaceQuerySet:
+        return self.filter(deleting=False)
+
+
+def new_engine_id() -> str:
+    return secrets.token_hex(6)
+
+
+class Workspace(models.Model):
+    """One user's environment: a display plus apps, all sharing their data volume."""
+
+    # The engine's name for it. Never reused (SQLite reuses row ids), so a
+    # half-removed old workspace can never be mistaken for a new one.
+    engine_id = models.CharField(max_length=32, unique=True, default=new_engine_id, editable=False)
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="workspaces")
+    display = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="+")
+    apps = models.ManyToManyField(Image, blank=True, related_name="+")
+    state = models.CharField(max_length=16, choices=WorkspaceState.choices, default=WorkspaceState.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    # What the engine reported last: containers and the display's endpoint, so a
+    # restart of the portal finds what it started (JupyterHub keeps it the same way).
+    engine_state = models.JSONField(default=dict, blank=True)
+    vnc_password = models.CharField(max_length=8, blank=True)
+    vnc_view_password = models.CharField(max_length=8, blank=True)
+    deleting = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = WorkspaceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"workspace {self.pk} of {self.owner_id} ({self.state})"
+
+
+def new_join_code() -> str:
+    # No 0/O or 1/I/L: students type it.
+    alphabet = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+class Classroom(models.Model):
+    name = models.CharField(max_length=80)
+    join_code = models.CharField(max_length=16, unique=True, default=new_join_code)
+    teachers = models.ManyToManyField(User, related_name="teaching")
+    students = models.ManyToManyField(User, related_name="classrooms", blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def folder(self) -> str:
+        """The classroom's folder name under /data: safe for any classroom name."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-.") or "class"
+        return f"{slug[:40]}-{self.pk}"
+
+
+class BroadcastState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    ENDED = "ended", "Ended"
+
+
+class Broadcast(models.Model):
+    """One environment sent to a whole class: a workspace per student."""
+
+    classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="broadcasts")
+    teacher = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    display = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="+")
+    apps = models.ManyToManyField(Image, blank=True, related_name="+")
+    files = models.CharField(max_length=255, blank=True, help_text="A folder of the teacher's /data")
+    state = models.CharField(max_length=16, choices=BroadcastState.choices, default=BroadcastState.QUEUED)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"broadcast {self.pk} to {self.classroom_id}"
+
+
+class SeatState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    FAILED = "failed", "Failed"
+    STOPPED = "stopped", "Stopped"
+
+
+class Seat(models.Model):
+    """One student's part of a broadcast."""
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="seats")
+    student = models.ForeignKey(User, on_delete=models.CASCADE, related_name="seats")
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=16, choices=SeatState.choices, default=SeatState.QUEUED)
+    message = models.CharField(max_length=300, blank=True)
+    files = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["student__username"]
+        constraints = [models.UniqueConstraint(fields=["broadcast", "student"], name="one_seat_per_student")]
+
+    def __str__(self) -> str:
+        return f"{self.student_id} in broadcast {self.broadcast_id}"
+
+
+class ReviewState(models.TextChoices):
+    PENDING = "pending", "Waiting for review"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class PublishRequest(models.Model):
+    """A user asks for one of their saved images to join the catalog."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="publish_requests")
+    requested_by = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    note = models.TextField(blank=True)
+    state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING)
+    reason = models.TextField(blank=True, help_text="Why it was rejected; the user reads it")
+    reviewer = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    decided = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image"], condition=Q(state="pending"), name="one_pending_review"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"publish {self.image_id} ({self.state})"

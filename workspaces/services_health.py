@@ -1,0 +1,39 @@
+"""Reachability of the outside services Lattice needs, in words a person can act on."""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from .engine import health as engine_health
+
+
+def redis_problem(url: str | None = None) -> str | None:
+    url = url or settings.REDIS_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        return (
+            f"Cannot reach Redis at {url} ({exc}). Start it (`make run` starts one, "
+            "or `redis-server`) or set REDIS_URL to a reachable Redis."
+        )
+    return None
+
+
+def docker_problem() -> str | None:
+    reason = engine_health.engine_problem()
+    if reason:
+        return (
+            f"Cannot reach the Docker engine ({reason}). Start it (`service docker start` "
+            "or `dockerd &`) or set DOCKER_HOST to a reachable engine."
+        )
+    return None
+
+
+def database_problem() -> str | None:
+    try:
+        connection.ensure_connection()
+    except Exception as exc:  # any driver error means the same thing to a person
+        return f"Cannot open the database ({exc}). Check DATABASE_URL."
+    return None

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests import leftovers
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -96,7 +98,10 @@ def _start_redis() -> str:
 
 
 os.environ["REDIS_URL"] = os.environ.get("LATTICE_TEST_REDIS_URL") or _start_redis()
-os.environ.setdefault("LATTICE_ENGINE_PREFIX", "latticetest")
+os.environ.setdefault("LATTICE_ENGINE_PREFIX", leftovers.run_prefix())
+leftovers.remove_stale()
+if os.environ["LATTICE_ENGINE_PREFIX"] == leftovers.run_prefix():
+    atexit.register(leftovers.remove_everything_under, os.environ["LATTICE_ENGINE_PREFIX"])
 os.environ.setdefault("LATTICE_FAST_PASSWORD_HASHING", "1")
 # Short enough that the never-ready test is quick, long enough for a loaded CI machine.
 os.environ.setdefault("LATTICE_SPAWN_TIMEOUT", "20")

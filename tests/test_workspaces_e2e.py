@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from tests.conftest import TEST_ORIGIN
@@ -154,7 +155,7 @@ def test_containers_are_hardened(engine, student):
         assert all(m["Type"] == "volume" for m in mounts.values())
         assert "docker.sock" not in str(info["Mounts"]) + str(host.get("Binds"))
         networks = list(info["NetworkSettings"]["Networks"])
-        assert networks == [f"latticetest-ws{engine_id(ws_id)}"], networks
+        assert networks == [f"{settings.LATTICE_ENGINE_PREFIX}-ws{engine_id(ws_id)}"], networks
         # The VNC passwords are on the display only, and never in an app.
         env = " ".join(info["Config"]["Env"])
         assert ("LATTICE_VNC_PASSWORD" in env) == name.endswith("-display")

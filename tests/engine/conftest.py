@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.leftovers import run_prefix
 from workspaces.engine import ContainerSpec, WorkspaceSpec
 from workspaces.engine.docker_backend import DockerBackend
 
-# Not "latticetest": the Django suite uses that one, and each suite's cleanup
-# removes every workspace under its prefix, so the two could not run at once.
-PREFIX = "latticetestengine"
+# Not the Django suite's prefix: each suite's cleanup removes every workspace
+# under its prefix, so the two could not share one.
+PREFIX = run_prefix("eng")
 DESKTOP = "lattice/desktop:latest"
 IDE = "lattice/ide:latest"
 PASSWORD = "ctl-pw12"

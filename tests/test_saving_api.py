@@ -1,9 +1,14 @@
 """Save as image: the API's rules, without containers."""
 
+import re
+
 import pytest
 
+from tests.saving_fakes import use_fake_engine
 from workspaces import saving
-from workspaces.models import Image, Workspace
+from workspaces.engine.base import EngineError
+from workspaces.engine_access import backend
+from workspaces.models import Image, User, Workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -14,9 +19,18 @@ def workspace(owner):
         slug="desktop", reference="lattice/desktop:latest", kind="display", title="Desktop"
     )
     ide = Image.objects.create(slug="ide", reference="lattice/ide:latest", kind="app", title="IDE")
+    # In the catalog, not in this workspace: its container name is still taken.
+    Image.objects.create(slug="web-browser", reference="lattice/web-browser:latest", kind="app", title="Web")
     ws = Workspace.objects.create(owner=owner, display=desktop, state="running")
     ws.apps.set([ide])
     return ws
+
+
+@pytest.fixture
+def engine(settings):
+    fake = use_fake_engine(settings)
+    yield fake
+    backend.cache_clear()
 
 
 @pytest.fixture
@@ -33,13 +47,16 @@ def commit(client, ws, container="ide", name="my-ide", description=""):
     )
 
 
-def test_save_answers_202_with_a_saving_entry_in_the_users_namespace(as_owner, workspace):
+def test_save_answers_202_with_a_saving_entry_in_the_users_namespace(as_owner, workspace, settings):
     response = commit(as_owner, workspace, description="with plugins")
     assert response.status_code == 202
     body = response.json()
     assert body["slug"] == "owner/my-ide:1" and body["state"] == "saving"
     image = Image.objects.get(pk=body["id"])
-    assert image.reference == "lattice/u/owner/my-ide:1"
+    # Under the engine prefix: a test run never writes into the real lattice/u/ namespace.
+    assert image.reference == f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/my-ide:1"
+    assert saving.is_saved_reference(image.reference)
+    assert image.origin == "saved from IDE (ide)"
     assert image.parent.slug == "ide" and image.kind == "app" and image.owner.username == "owner"
     # Not launchable until the commit has finished.
     assert "owner/my-ide:1" not in {i["slug"] for i in as_owner.get("/api/images/").json()}
@@ -58,9 +75,21 @@ def test_save_answers_202_with_a_saving_entry_in_the_users_namespace(as_owner, w
         ("ide@sha256:" + "0" * 64, "looks like a registry path"),
         ("sha256:" + "0" * 64, "looks like a registry path"),
         ("lattice/u/stranger/ide", "looks like a registry path"),
+        ("stranger/my-ide:1", "looks like a registry path"),
         ("ide", "is the name of a catalog image"),
         ("desktop", "is the name of a catalog image"),
         ("with space", "not a valid image name"),
+        # Docker's own rule: separators only between letters and digits.
+        ("ide-", "must end with a letter or digit"),
+        ("ide.", "must end with a letter or digit"),
+        ("a..b", "may only stand between letters and digits"),
+        ("a._b", "may only stand between letters and digits"),
+        ("a___b", "may only stand between letters and digits"),
+        ("a_-b", "may only stand between letters and digits"),
+        # The workspace's display container, and a catalog app's container name.
+        ("display", "reserved for the workspace's display"),
+        ("web.browser", "would run as the container 'web-browser'"),
+        ("web_browser", "would run as the container 'web-browser'"),
     ],
 )
 def test_bad_names_are_refused_and_nothing_is_created(as_owner, workspace, name, words):
@@ -154,6 +183,100 @@ def test_delete_is_refused_while_a_workspace_uses_it(as_owner, workspace, owner)
     assert response.status_code == 409
     assert "A workspace uses this image" in response.json()["detail"]
     assert Image.objects.filter(pk=image_id).exists()
+
+
+def test_delete_removes_the_engine_image_then_the_entry(as_owner, workspace, engine):
+    image_id = commit(as_owner, workspace).json()["id"]
+    Image.objects.filter(pk=image_id).update(state="ready")
+    reference = Image.objects.get(pk=image_id).reference
+    assert as_owner.delete(f"/api/saved-images/{image_id}/").status_code == 204
+    assert engine.called("remove_image") == [("remove_image", reference)]
+    assert not Image.objects.filter(pk=image_id).exists()
+
+
+def test_delete_the_engine_refuses_is_409_and_keeps_the_entry(as_owner, workspace, engine):
+    image_id = commit(as_owner, workspace).json()["id"]
+    Image.objects.filter(pk=image_id).update(state="ready")
+    engine.fail["remove_image"] = EngineError("The image is still used by a container.")
+    response = as_owner.delete(f"/api/saved-images/{image_id}/")
+    assert response.status_code == 409
+    assert "still used by a container" in response.json()["detail"]
+    assert Image.objects.filter(pk=image_id).exists()
+
+
+def test_size_quota_says_saves_under_way_are_not_counted(as_owner, workspace, settings):
+    settings.LATTICE_SAVED_IMAGES_MAX_BYTES = 100 * 1024**2
+    first = commit(as_owner, workspace).json()
+    Image.objects.filter(pk=first["id"]).update(state="ready", added_size=150 * 1024**2)
+    assert commit(as_owner, workspace, container="display", name="desk").status_code == 429
+    Image.objects.filter(pk=first["id"]).update(added_size=50 * 1024**2)
+    assert commit(as_owner, workspace, container="display", name="desk").status_code == 202
+    Image.objects.filter(pk=first["id"]).update(added_size=150 * 1024**2)
+    response = commit(as_owner, workspace, name="more")
+    assert response.status_code == 429
+    assert "use 150 MiB (1 still being saved, not counted yet)" in response.json()["detail"]
+
+
+DOCKER_REFERENCE = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+AWKWARD_USERNAMES = [
+    "owner",
+    "Bob",
+    "a@b",
+    "a-40-b",
+    "a-b",
+    "a--1",
+    "a.b",
+    "a_b",
+    "a__b",
+    "-lead",
+    "trail.",
+    "x+tag@example.org",
+    "日本語",
+    "ünï",
+    "id5",
+    "u" * 150,
+    "u" * 149 + "v",
+]
+
+
+def test_user_namespaces_are_one_to_one_and_valid_for_docker(settings):
+    users = [User.objects.create_user(username=name, password="x") for name in AWKWARD_USERNAMES]
+    repositories = [saving.repository_for(user, "my-ide") for user in users]
+    assert len(set(repositories)) == len(users), repositories
+    for repository in repositories:
+        assert DOCKER_REFERENCE.fullmatch(repository), repository
+        assert len(repository) + len(":99999") <= 255
+        assert repository.startswith(f"{settings.LATTICE_ENGINE_PREFIX}/u/")
+    by_name = dict(zip(AWKWARD_USERNAMES, repositories, strict=True))
+    # Readable: a name Docker takes stays as it is; others keep a readable part.
+    assert by_name["owner"] == f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/my-ide"
+    assert by_name["a@b"].startswith(f"{settings.LATTICE_ENGINE_PREFIX}/u/a-b--")
+    assert by_name["a-b"] == f"{settings.LATTICE_ENGINE_PREFIX}/u/a-b/my-ide"
+
+
+def test_two_users_whose_names_used_to_collide_save_to_two_tags(api_client, workspace):
+    references = []
+    for name in ("a@b", "a-40-b"):
+        user = User.objects.create_user(username=name, password="x")
+        ws = Workspace.objects.create(owner=user, display=workspace.display, state="running")
+        ws.apps.set(workspace.apps.all())
+        api_client.force_authenticate(user)
+        response = commit(api_client, ws)
+        assert response.status_code == 202, response.json()
+        references.append(Image.objects.get(pk=response.json()["id"]).reference)
+    assert references[0] != references[1]
+
+
+def test_admins_engine_image_list_hides_saved_images(api_client, admin_user, engine, settings):
+    engine.images = [
+        {"reference": f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/x:1", "labels": {}, "size": 1},
+        {"reference": "lattice/new:latest", "labels": {}, "size": 1},
+    ]
+    api_client.force_authenticate(admin_user)
+    listed = [i["reference"] for i in api_client.get("/api/admin/images/engine/").json()]
+    assert listed == ["lattice/new:latest"]
 
 
 def test_summarise_groups_changes_by_folder():

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 
 from tests.e2e import docker, engine_id, wait_for_state
 from tests.services import ARTIFACTS
@@ -46,6 +47,35 @@ def wait_for_image(image_id: int, timeout: float = 180) -> Image:
     raise AssertionError(f"image {image_id} still saving after {timeout} s")
 
 
+def image_paths(reference: str) -> set[str]:
+    """Every path of the image's own filesystem, without any mount: what the commit really kept."""
+    container = docker(
+        "create", "--label", f"lattice.prefix={settings.LATTICE_ENGINE_PREFIX}", reference, "true"
+    ).strip()
+    try:
+        export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+        listing = subprocess.run(
+            ["tar", "-t"], stdin=export.stdout, capture_output=True, text=True, check=True
+        )
+        assert export.wait() == 0
+    finally:
+        docker("rm", "-f", container)
+    return {line.removeprefix("./").rstrip("/") for line in listing.stdout.splitlines()}
+
+
+def assert_no_secrets_or_data(reference: str) -> dict:
+    """No /data content, X cookie or VNC password in the image; returns its Config."""
+    paths = image_paths(reference)
+    assert "usr/bin" in paths  # the listing is the real filesystem
+    assert not [p for p in paths if p.startswith("data/")]
+    assert "tmp/.X11-unix/Xauthority" not in paths
+    assert not [p for p in paths if p.startswith("dev/shm/lattice-vnc")]
+    config = json.loads(docker("image", "inspect", reference))[0]["Config"]
+    for name in ("LATTICE_VNC_PASSWORD", "LATTICE_VNC_VIEW_PASSWORD"):
+        assert [e for e in config["Env"] if e.startswith(f"{name}=")] in ([], [f"{name}="]), config["Env"]
+    return config
+
+
 def save(client, ws_id: int, container: str, name: str):
     return client.post(
         f"/api/workspaces/{ws_id}/containers/{container}/commit/",
@@ -74,7 +104,7 @@ def test_a_saved_ide_keeps_files_and_settings_but_never_data(
     assert image.state == "ready", image.message
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "save-ide-seconds.json").write_text(json.dumps({"seconds": round(seconds, 2)}))
-    assert image.reference == "lattice/u/owner/my-ide:1"
+    assert image.reference == f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/my-ide:1"
     assert image.size > 0 and 0 < image.added_size < image.size
     assert image.parent.slug == "ide"
     paths = [c["path"] for c in image.changes["sample"]]
@@ -100,12 +130,10 @@ def test_a_saved_ide_keeps_files_and_settings_but_never_data(
         check=True,
     )
     assert listing.stdout.strip() == ""
-    config = json.loads(docker("image", "inspect", image.reference))[0]["Config"]
-    assert not any(
-        e.startswith("LATTICE_VNC_PASSWORD=") and e != "LATTICE_VNC_PASSWORD=" for e in config["Env"]
-    )
+    config = assert_no_secrets_or_data(image.reference)
     assert config["Labels"]["lattice.kind"] == "app"
     assert config["Labels"]["lattice.parent"] == "lattice/ide:latest"
+    assert config["Labels"]["lattice.parent-title"] == image.parent.title
     assert config["Labels"]["lattice.saved-by"] == "owner"
 
     # Launch a new workspace with the saved IDE: the file and the setting are there.
@@ -131,9 +159,11 @@ def test_a_saved_ide_keeps_files_and_settings_but_never_data(
 def test_a_saved_display_launches_as_the_display(engine, student):
     ws_id = running(student, apps=())
     sh(engine, ws_id, "display", "echo themed > /home/user/theme.txt")
+    # The running display holds its VNC password file and the X cookie: neither may be saved.
+    sh(engine, ws_id, "display", "test -e /dev/shm/lattice-vnc && test -s /tmp/.X11-unix/Xauthority")
     image = wait_for_image(save(student, ws_id, "display", "my-desktop").json()["id"])
     assert image.state == "ready" and image.kind == "display"
-    config = json.loads(docker("image", "inspect", image.reference))[0]["Config"]
+    config = assert_no_secrets_or_data(image.reference)
     assert "LATTICE_VNC_PASSWORD=" in config["Env"]  # emptied, not the workspace's secret
     again = running(student, display="owner/my-desktop:1", apps=())
     assert sh(engine, again, "display", "cat /home/user/theme.txt").strip() == "themed"
@@ -153,6 +183,10 @@ def test_two_saves_at_once_give_one_image_and_a_clear_409(engine, student):
         thread.join()
     codes = sorted(a.status_code for a in answers)
     assert codes in ([202, 409], [202, 202]), codes
+    if codes == [202, 202]:
+        # Two versions, never one tag written twice.
+        assert answers[0].json()["slug"] != answers[1].json()["slug"]
+        assert answers[0].json()["id"] != answers[1].json()["id"]
     for answer in answers:
         if answer.status_code == 202:
             assert wait_for_image(answer.json()["id"]).state == "ready"

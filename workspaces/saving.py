@@ -8,16 +8,29 @@ container, commits it, and records sizes and what changed.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
+from django.utils import timezone
 
-from .lifecycle import containers_of
+from .engine.base import EngineError
+from .engine_access import backend
+from .events import publish
+from .lifecycle import container_name, containers_of
 from .models import Image, ImageState, User, Workspace, WorkspaceState
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Docker's rule for one path component of a repository name.
+DOCKER_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+# Container names a saved image may not take in a workspace.
+RESERVED_CONTAINERS = ("display",)
 SAVABLE_STATES = (WorkspaceState.RUNNING, WorkspaceState.STOPPED)
+# The commit task's own limit; a row still "saving" well after it (the worker
+# died, or the pool cannot enforce time limits) is failed by the reconcile pass.
+SAVE_TIME_LIMIT = 900
+STALE_SAVE_SECONDS = 2 * SAVE_TIME_LIMIT
 
 
 class SaveError(ValueError):
@@ -45,8 +58,25 @@ def check_name(name: str) -> str:
             f"'{name}' is not a valid image name: use 1 to 64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
         )
+    if not DOCKER_COMPONENT.fullmatch(name):
+        raise SaveError(
+            f"'{name}' is not a valid image name: it must end with a letter or digit, and '.', '_', '__' "
+            "or dashes may only stand between letters and digits (e.g. 'my-ide', 'ide.v2')."
+        )
     if Image.objects.filter(owner=None, slug=name).exists():
         raise SaveError(f"'{name}' is the name of a catalog image; choose another name.")
+    # A saved image runs in a workspace as a container named after it (see
+    # lifecycle.container_name): it must not take the display's name or a
+    # catalog app's.
+    container = container_name(Image(name=name))
+    if container in RESERVED_CONTAINERS:
+        raise SaveError(f"'{name}' is reserved for the workspace's display; choose another name.")
+    for slug in Image.objects.filter(owner=None).values_list("slug", flat=True):
+        if container_name(Image(slug=slug)) == container:
+            raise SaveError(
+                f"'{name}' would run as the container '{container}', as the catalog image '{slug}' does; "
+                "choose another name."
+            )
     return name
 
 
@@ -69,16 +99,41 @@ def check_quota(user: User) -> None:
             f"You have {count} saved images; the most allowed is {max_count}. Delete one first."
         )
     if used >= max_bytes:
+        pending = mine.filter(state=ImageState.SAVING).count()
+        # A save under way has no size yet: it counts 0 bytes until it is done.
+        note = f" ({pending} still being saved, not counted yet)" if pending else ""
         raise QuotaExceeded(
-            f"Your saved images use {used / 1024**2:.0f} MiB; the most allowed is {max_bytes / 1024**2:.0f} MiB. "
-            "Delete one first."
+            f"Your saved images use {used / 1024**2:.0f} MiB{note}; the most allowed is "
+            f"{max_bytes / 1024**2:.0f} MiB. Delete one first."
         )
 
 
+# The user part of a saved image's repository: the username itself when Docker
+# takes it as it is; otherwise a readable form plus the user's id after "--",
+# which a name kept as it is never holds, so two users never share a namespace.
+_USER_PART_MAX = 40
+
+
+def user_namespace(user: User) -> str:
+    username = user.username
+    if DOCKER_COMPONENT.fullmatch(username) and "--" not in username and len(username) <= _USER_PART_MAX:
+        return username
+    readable = re.sub(r"[^a-z0-9]+", "-", username.lower())[:_USER_PART_MAX].strip("-") or "user"
+    return f"{readable}--{user.pk}"
+
+
+def saved_prefix() -> str:
+    """Where saved images live on the engine: under this deployment's (or test run's) prefix."""
+    return f"{settings.LATTICE_ENGINE_PREFIX}/u/"
+
+
 def repository_for(user: User, name: str) -> str:
-    # Docker repository components are [a-z0-9._-]; usernames may hold "@" or "+".
-    safe_user = re.sub(r"[^a-z0-9._-]", lambda m: f"-{ord(m.group()):x}-", user.username.lower())
-    return f"lattice/u/{safe_user}/{name}"
+    return f"{saved_prefix()}{user_namespace(user)}/{name}"
+
+
+def is_saved_reference(reference: str) -> bool:
+    """True for an engine reference of a saved (private) image."""
+    return reference.startswith(saved_prefix())
 
 
 def save(workspace: Workspace, container: str, name: str, description: str = "") -> Image:
@@ -95,47 +150,119 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
         )
     parent = sources[container]
     user = workspace.owner
-    check_quota(user)
-    for _ in range(3):  # a concurrent save of another container may take the version first
-        version = (Image.objects.filter(owner=user, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
-        try:
-            with transaction.atomic():
-                image = Image.objects.create(
-                    slug=f"{user.username}/{name}:{version}",
-                    reference=f"{repository_for(user, name)}:{version}",
-                    kind=parent.kind,
-                    title=f"{name} (v{version})",
-                    description=description or f"Saved from {parent.title}",
-                    icon=parent.icon,
-                    owner=user,
-                    name=name,
-                    version=version,
-                    parent=parent,
-                    mem_limit=parent.mem_limit,
-                    cpus=parent.cpus,
-                    pids_limit=parent.pids_limit,
-                    kiosk=parent.kiosk,
-                    state=ImageState.SAVING,
-                    message="Queued",
-                    source_workspace=workspace,
-                    source_container=container,
-                )
-        except IntegrityError:
-            if Image.objects.filter(
-                source_workspace=workspace, source_container=container, state=ImageState.SAVING
-            ).exists():
-                raise SaveConflict(
-                    f"'{container}' is being saved already; wait for that save to finish."
-                ) from None
-            continue
-        transaction.on_commit(lambda image_id=image.pk: commit_container.delay(image_id))
-        return image
+    with transaction.atomic():
+        # One save of a user at a time from the quota check to the new row, so
+        # two saves at once cannot both pass the check (SQLite runs its
+        # transactions one at a time anyway: IMMEDIATE mode).
+        User.objects.select_for_update().only("pk").get(pk=user.pk)
+        check_quota(user)
+        for _ in range(3):  # a concurrent save of another container may take the version first
+            version = (Image.objects.filter(owner=user, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+            try:
+                with transaction.atomic():
+                    image = Image.objects.create(
+                        slug=f"{user.username}/{name}:{version}",
+                        reference=f"{repository_for(user, name)}:{version}",
+                        kind=parent.kind,
+                        title=f"{name} (v{version})",
+                        description=description or f"Saved from {parent.title}",
+                        icon=parent.icon,
+                        owner=user,
+                        name=name,
+                        version=version,
+                        parent=parent,
+                        origin=f"saved from {parent.title} ({parent.slug})"[:200],
+                        mem_limit=parent.mem_limit,
+                        cpus=parent.cpus,
+                        pids_limit=parent.pids_limit,
+                        kiosk=parent.kiosk,
+                        state=ImageState.SAVING,
+                        message="Queued",
+                        source_workspace=workspace,
+                        source_container=container,
+                    )
+            except IntegrityError:
+                if Image.objects.filter(
+                    source_workspace=workspace, source_container=container, state=ImageState.SAVING
+                ).exists():
+                    raise SaveConflict(
+                        f"'{container}' is being saved already; wait for that save to finish."
+                    ) from None
+                continue
+            transaction.on_commit(lambda image_id=image.pk: commit_container.delay(image_id))
+            return image
     raise SaveConflict("Another save took this version; try again.")
+
+
+def image_event(image: Image, progress: int = 100) -> dict:
+    return {
+        "type": "image",
+        "id": image.pk,
+        "slug": image.slug,
+        "state": image.state,
+        "progress": progress,
+        "message": image.message,
+    }
+
+
+def fail(image_id: int, message: str) -> bool:
+    """Mark a save that is still under way as failed and tell its owner; False when it was not saving."""
+    message = message[:300]
+    if not Image.objects.filter(pk=image_id, state=ImageState.SAVING).update(
+        state=ImageState.FAILED, message=message
+    ):
+        return False
+    image = Image.objects.get(pk=image_id)
+    publish(image.owner_id, image_event(image))
+    return True
+
+
+def fail_stale_saves(older_than_seconds: float) -> int:
+    """Fail saves still "saving" longer than the limit (their worker died); returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    minutes = max(round(older_than_seconds / 60), 1)
+    failed = 0
+    for image_id in Image.objects.filter(state=ImageState.SAVING, created__lt=cutoff).values_list(
+        "pk", flat=True
+    ):
+        failed += fail(
+            image_id,
+            f"The save did not finish within {minutes} minutes and was given up; try saving again.",
+        )
+    return failed
 
 
 def in_use(image: Image) -> bool:
     active = Workspace.objects.filter(deleting=False)
     return active.filter(display=image).exists() or active.filter(apps=image).exists()
+
+
+def delete(image: Image) -> None:
+    """Remove a saved image from the engine, then its entry; SaveConflict says why not."""
+    if in_use(image):
+        raise SaveConflict("A workspace uses this image; delete that workspace first.")
+    if image.state == ImageState.SAVING:
+        raise SaveConflict("The image is still being saved; delete it when the save has finished.")
+    try:
+        backend().remove_image(image.reference)
+    except EngineError as exc:
+        raise SaveConflict(f"The image could not be removed: {exc}") from None
+    image.delete()
+
+
+# How many changed paths a saved image's page lists (the summary counts them all).
+SAMPLE_SIZE = 500
+_KIND_ORDER = {"added": 0, "changed": 1, "deleted": 2}
+
+
+def changes_record(changes: list[dict]) -> dict:
+    """What is kept of the engine's diff: the per-folder summary, the total, and a sorted sample.
+
+    Added files first, shallow paths before deep ones: a file the user made in
+    their home is listed even when an install changed thousands of others.
+    """
+    ordered = sorted(changes, key=lambda c: (_KIND_ORDER.get(c["kind"], 3), c["path"].count("/"), c["path"]))
+    return {"summary": summarise(changes), "total": len(changes), "sample": ordered[:SAMPLE_SIZE]}
 
 
 def summarise(changes: list[dict], depth: int = 2) -> dict[str, dict[str, int]]:

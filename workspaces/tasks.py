@@ -198,8 +198,9 @@ def reconcile() -> dict:
     Running rows whose containers died become failed; workspaces the engine has
     but the database does not (a crash between the two) are removed.
     """
+    stale_saves = saving.fail_stale_saves(saving.STALE_SAVE_SECONDS)  # before the engine: it may be down
     engine = backend().list_workspaces()
-    fixed = {"failed": 0, "orphans": 0}
+    fixed = {"failed": 0, "orphans": 0, "stale_saves": stale_saves}
     for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
         if engine.get(ws.engine_id) != "running" and Workspace.objects.filter(
             pk=ws.pk, state=WorkspaceState.RUNNING
@@ -216,59 +217,79 @@ def reconcile() -> dict:
 # --- saved images ---------------------------------------------------------------
 
 
-def _image_event(image: Image, progress: int = 100) -> dict:
-    return {
-        "type": "image",
-        "id": image.pk,
-        "slug": image.slug,
-        "state": image.state,
-        "progress": progress,
-        "message": image.message,
-    }
-
-
 def _image_report(image: Image, progress: int, message: str) -> None:
     image.message = message
-    Image.objects.filter(pk=image.pk).update(message=message)
-    publish(image.owner_id, _image_event(image, progress))
+    Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(message=message)
+    publish(image.owner_id, saving.image_event(image, progress))
 
 
-@shared_task
-def commit_container(image_id: int) -> None:
-    image = Image.objects.filter(pk=image_id, state=ImageState.SAVING).select_related("parent").first()
-    if image is None:
+def _save_failure(exc: BaseException) -> str:
+    """What the owner reads when a save fails."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, EngineError):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The save took longer than {saving.SAVE_TIME_LIMIT // 60} minutes and was stopped; try again."
+    return f"The save failed unexpectedly ({type(exc).__name__}: {exc}); try again."
+
+
+def _commit(image: Image) -> None:
+    workspace = image.source_workspace
+    if workspace is None:
+        saving.fail(image.pk, "The workspace it was saved from was deleted before the save began.")
         return
-    workspace_id = image.source_workspace.engine_id
+    parent = image.parent
     labels = {
         "lattice.kind": image.kind,
         "lattice.title": image.title,
         "lattice.description": image.description,
-        "lattice.parent": image.parent.reference if image.parent else "",
+        "lattice.parent": parent.reference if parent else "",
+        "lattice.parent-title": parent.title if parent else "",
         "lattice.saved-by": image.owner.username,
         "lattice.saved-at": timezone.now().isoformat(timespec="seconds"),
     }
-    try:
-        _image_report(image, 10, "Listing what changed")
-        changes = backend().diff(workspace_id, image.source_container)
-        _image_report(image, 30, "Pausing the container and saving it")
-        saved = backend().commit(workspace_id, image.source_container, image.reference, labels=labels)
-        _image_report(image, 90, "Measuring the new image")
-        parent_size = backend().image_size(image.parent.reference) if image.parent else 0
-    except EngineError as exc:
-        Image.objects.filter(pk=image_id).update(state=ImageState.FAILED, message=str(exc))
-        image.refresh_from_db()
-        publish(image.owner_id, _image_event(image))
-        return
-    Image.objects.filter(pk=image_id).update(
+    engine = backend()
+    _image_report(image, 10, "Listing what changed")
+    changes = engine.diff(workspace.engine_id, image.source_container)
+    _image_report(image, 30, "Pausing the container and saving it")
+    saved = engine.commit(workspace.engine_id, image.source_container, image.reference, labels=labels)
+    _image_report(image, 90, "Measuring the new image")
+    parent_size = engine.image_size(parent.reference) if parent else 0
+    if not Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(
         state=ImageState.READY,
         message="Ready",
         size=saved["size"],
         added_size=max(saved["size"] - parent_size, 0),
         built=timezone.now(),
-        changes={"summary": saving.summarise(changes), "total": len(changes), "sample": changes[:200]},
-    )
+        changes=saving.changes_record(changes),
+    ):
+        # Given up meanwhile (failed as stale): the row says failed, so no tag may stay behind.
+        engine.remove_image(image.reference)
+        return
     image.refresh_from_db()
-    publish(image.owner_id, _image_event(image))
+    publish(image.owner_id, saving.image_event(image))
+
+
+@shared_task(soft_time_limit=saving.SAVE_TIME_LIMIT, time_limit=saving.SAVE_TIME_LIMIT + 30)
+def commit_container(image_id: int) -> None:
+    """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving"."""
+    image = (
+        Image.objects.filter(pk=image_id, state=ImageState.SAVING)
+        .select_related("parent", "owner", "source_workspace")
+        .first()
+    )
+    if image is None:
+        return
+    try:
+        _commit(image)
+    except Exception as exc:
+        logger.exception("Saving image %s failed", image_id)
+        try:
+            saving.fail(image_id, _save_failure(exc))
+        except Exception:
+            # The database itself is failing: the reconcile pass fails the row later.
+            logger.exception("Could not mark image %s failed", image_id)
 
 
 # --- classrooms -----------------------------------------------------------------

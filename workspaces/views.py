@@ -19,12 +19,10 @@ from .accounts import DASHBOARDS, role_required
 from .api.classrooms import BroadcastSerializer
 from .api.workspaces import WorkspaceSerializer
 from .catalog import launchable
-from .engine_access import backend
 from .models import (
     Classroom,
     Image,
     ImageKind,
-    ImageState,
     PublishRequest,
     ReviewState,
     Role,
@@ -162,15 +160,11 @@ def saved_image(request: HttpRequest, pk: int) -> HttpResponse:
     image = get_object_or_404(Image.objects.select_related("parent"), pk=pk, owner=request.user)
     if request.method == "POST":
         if request.POST.get("action") == "delete":
-            if saving.in_use(image):
-                messages.error(request, "A workspace uses this image; delete that workspace first.")
-            elif image.state == ImageState.SAVING:
-                messages.error(
-                    request, "The image is still being saved; delete it when the save has finished."
-                )
+            try:
+                saving.delete(image)
+            except saving.SaveConflict as exc:
+                messages.error(request, str(exc))
             else:
-                backend().remove_image(image.reference)
-                image.delete()
                 messages.success(request, f"Deleted {image.slug}.")
                 return redirect("home")
         else:

@@ -1,16 +1,28 @@
-// "Save as image": a dialog that commits one container and shows the save's progress.
+// "Save as image": a dialog that commits one container of a workspace and shows the save's progress.
 import { api, onEvent, showProgress } from "./api.js";
 
 const dialog = document.getElementById("save-dialog");
 const form = document.getElementById("save-form");
+const picker = form.elements.container;
 let current = null;
-let target = null;
+let workspace = null;
 
-export function openSaveDialog(workspaceId, container) {
-  target = { workspaceId, container };
+// The container to offer first: the one asked for, else the first app (what
+// people customise), else the display.
+function firstChoice(names, preselected) {
+  if (preselected && names.includes(preselected)) return preselected;
+  return names.find((name) => name !== "display") ?? names[0];
+}
+
+export function openSaveDialog(workspaceId, containerNames, preselected) {
+  // A single name (the older call) is a list of one.
+  const names = Array.isArray(containerNames) ? containerNames : [containerNames].filter(Boolean);
+  workspace = workspaceId;
   current = null;
   form.reset();
-  form.querySelector(".container-name").textContent = container;
+  picker.replaceChildren(...names.map((name) => new Option(name, name)));
+  picker.value = firstChoice(names, preselected);
+  picker.disabled = false;
   form.querySelector(".progress").hidden = true;
   form.querySelector(".step").textContent = "";
   form.querySelector("#save-submit").disabled = false;
@@ -21,17 +33,20 @@ form.addEventListener("submit", async (e) => {
   if (e.submitter?.value !== "save") return;
   e.preventDefault();
   const data = new FormData(form);
+  const container = data.get("container");
   form.querySelector("#save-submit").disabled = true;
+  picker.disabled = true;
   try {
-    const image = await api("POST", `/api/workspaces/${target.workspaceId}/containers/${target.container}/commit/`, {
+    const image = await api("POST", `/api/workspaces/${workspace}/containers/${encodeURIComponent(container)}/commit/`, {
       name: data.get("name"),
       description: data.get("description"),
     });
     current = image.id;
-    showProgress(form, { progress: 5, message: `Saving ${image.slug}…`, state: "saving" });
+    showProgress(form, { progress: 5, message: `Saving ${container} as ${image.slug}…`, state: "saving" });
   } catch (error) {
     showProgress(form, { progress: 100, message: error.message, state: "failed" });
     form.querySelector("#save-submit").disabled = false;
+    picker.disabled = false;
   }
 });
 

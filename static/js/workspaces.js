@@ -86,7 +86,8 @@ async function act(id, action) {
 
 table.addEventListener("change", (e) => {
   if (!e.target.matches(".save-select") || !e.target.value) return;
-  openSaveDialog(Number(e.target.closest("tr").dataset.id), e.target.value);
+  const id = Number(e.target.closest("tr").dataset.id);
+  openSaveDialog(id, workspaces.get(id).containers.map((c) => c.name), e.target.value);
   e.target.value = "";
 });
 

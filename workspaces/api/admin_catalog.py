@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import admin_catalog
+from .. import admin_catalog, saving
 from ..engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
@@ -139,7 +139,7 @@ class EngineImages(AdminView):
         found = [
             {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
             for i in backend().list_images()
-            if i["reference"] not in known and not i["reference"].startswith("lattice/u/")
+            if i["reference"] not in known and not saving.is_saved_reference(i["reference"])
         ]
         return Response(found)
 

@@ -10,8 +10,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import saving
-from ..engine.base import EngineError
-from ..engine_access import backend
 from ..models import Image, Workspace
 from .errors import Conflict, OverLimit
 
@@ -103,13 +101,5 @@ class SavedImageDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         image = _own_image(request, pk)
-        if saving.in_use(image):
-            raise Conflict("A workspace uses this image; delete that workspace first.")
-        if image.state == "saving":
-            raise Conflict("The image is still being saved; delete it when the save has finished.")
-        try:
-            backend().remove_image(image.reference)
-        except EngineError as exc:
-            raise Conflict(str(exc)) from None
-        image.delete()
+        _guard(lambda: saving.delete(image))
         return Response(status=204)

@@ -131,13 +131,27 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Failed logins are throttled per username and, separately, per address.
 # Unknown usernames count the same as known ones, so a lockout reveals nothing.
-AXES_FAILURE_LIMIT = env.integer("AXES_FAILURE_LIMIT", 5)
+# A school signs in from behind one NAT address, so the per-address limit is
+# higher: a class mistyping at once must not lock itself out, while one
+# username still gets only a few guesses from anywhere. Both count failures in
+# the last AXES_COOLOFF_MINUTES; workspaces.accounts.login_failure_limit picks
+# the limit that applies.
+LATTICE_LOGIN_FAILURES_PER_USERNAME = env.integer("LATTICE_LOGIN_FAILURES_PER_USERNAME", 5)
+LATTICE_LOGIN_FAILURES_PER_ADDRESS = env.integer("LATTICE_LOGIN_FAILURES_PER_ADDRESS", 50)
+AXES_FAILURE_LIMIT = "workspaces.accounts.login_failure_limit"
 AXES_COOLOFF_TIME = timedelta(minutes=env.integer("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_USERNAME_CALLABLE = "workspaces.accounts.axes_username"
 AXES_LOCKOUT_CALLABLE = "workspaces.accounts.lockout_response"
-AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_PROXY_COUNT = env.integer("AXES_PROXY_COUNT", 0)
+# Never axes' own reset: it deletes every attempt matching the username OR the
+# address, so signing in to any account would wipe that address's failures
+# against other accounts. The handler forgives only the signed-in username's
+# own failures from that address.
+AXES_RESET_ON_SUCCESS = False
+AXES_HANDLER = "workspaces.accounts.LoginThrottleHandler"
+# The address is REMOTE_ADDR. Behind a reverse proxy, uvicorn's --proxy-headers
+# with FORWARDED_ALLOW_IPS (the proxy's address) puts the browser's address
+# there; see deploy/README.md.
 AXES_VERBOSE = False
 
 SESSION_COOKIE_HTTPONLY = True

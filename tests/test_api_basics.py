@@ -20,7 +20,7 @@ def test_bad_credentials_are_a_400_with_detail(api_client, owner):
 
 
 def test_token_endpoint_is_throttled_too(api_client, owner, settings):
-    for _ in range(settings.AXES_FAILURE_LIMIT):
+    for _ in range(settings.LATTICE_LOGIN_FAILURES_PER_USERNAME):
         api_client.post("/api/auth/token/", {"username": "owner", "password": "no"}, format="json")
     response = api_client.post("/api/auth/token/", {"username": "owner", "password": PASSWORD}, format="json")
     assert response.status_code == 429
@@ -84,3 +84,26 @@ def test_validation_errors_carry_a_sentence(api_client):
     body = response.json()
     assert body["detail"] == "password: This field is required."
     assert "password" in body["errors"]
+
+
+def test_a_wrong_method_is_json_405(api_client, owner):
+    api_client.force_authenticate(owner)
+    response = api_client.post("/api/me/")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": 'Method "POST" not allowed.'}
+
+
+def test_a_failing_view_is_json_500_without_a_traceback(owner, settings):
+    from rest_framework.test import APIClient
+
+    settings.DEBUG = False
+    settings.ROOT_URLCONF = "tests.urls_with_errors"
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(owner)
+    response = client.get("/api/broken/")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"}
+    assert "try again" in response.json()["detail"]
+    assert b"RuntimeError" not in response.content and b"a bug" not in response.content

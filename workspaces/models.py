@@ -25,6 +25,13 @@ class UserManager(DjangoUserManager):
     def normalize_username(self, username: str) -> str:
         return super().normalize_username(username).lower()
 
+    def create_superuser(self, username: str, email: str | None = None, password: str | None = None, **extra):
+        # Django admin access follows the role (see User.save): a superuser is an admin.
+        extra.setdefault("role", Role.ADMIN)
+        if extra["role"] != Role.ADMIN:
+            raise ValueError("A superuser has the admin role.")
+        return super().create_superuser(username, email, password, **extra)
+
 
 class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.STUDENT)
@@ -41,10 +48,12 @@ class User(AbstractUser):
 
     def save(self, *args, **kwargs) -> None:
         self.username = self.username.lower()
-        # The admin role is the Django admin's superuser; nobody else gets in.
-        if self.role == Role.ADMIN:
-            self.is_superuser = True
-        self.is_staff = self.is_superuser
+        # The admin role is the Django admin's superuser; nobody else gets in,
+        # and an admin moved to another role loses it at once.
+        self.is_superuser = self.is_staff = self.role == Role.ADMIN
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "role" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "is_superuser", "is_staff"}
         super().save(*args, **kwargs)
 
     @property

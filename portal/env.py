@@ -2,11 +2,15 @@
 
 Every secret can also come from a file named by ``<NAME>_FILE`` so that
 Docker/Kubernetes secrets work without putting the value in the environment.
+A value that cannot be read or understood stops start-up with a message that
+names the variable, never with a bare traceback from deep inside Django.
 """
 
 from __future__ import annotations
 
 import os
+
+from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -15,8 +19,14 @@ _FALSE = {"0", "false", "no", "off", ""}
 def string(name: str, default: str = "") -> str:
     path = os.environ.get(f"{name}_FILE")
     if path:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"{name}_FILE={path}: cannot read it ({exc.strerror}). "
+                f"Create that file (readable by this user) or unset {name}_FILE."
+            ) from None
     return os.environ.get(name, default)
 
 
@@ -26,7 +36,9 @@ def boolean(name: str, default: bool = False) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean: use 1 or 0 (or true/false, yes/no, on/off)."
+    )
 
 
 def integer(name: str, default: int) -> int:
@@ -34,7 +46,7 @@ def integer(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
 
 
 def number(name: str, default: float) -> float:
@@ -42,7 +54,7 @@ def number(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
 
 
 def csv(name: str, default: str = "") -> list[str]:

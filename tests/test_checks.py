@@ -1,5 +1,6 @@
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from workspaces import services_health
@@ -32,3 +33,51 @@ def test_system_check_is_quiet_when_all_is_reachable():
     out = StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "lattice.W" not in out.getvalue()
+
+
+def test_a_malformed_redis_url_is_reported_not_a_crash(settings):
+    settings.REDIS_URL = "localhost:6379"
+    problem = services_health.redis_problem()
+    assert "REDIS_URL='localhost:6379' is not a Redis URL" in problem
+    assert "redis://HOST:6379/0" in problem
+    out = StringIO()
+    call_command("check", stdout=out, stderr=out)
+    assert "lattice.W001" in out.getvalue() and "is not a Redis URL" in out.getvalue()
+
+
+def test_preflight_fails_with_the_message_for_a_malformed_redis_url(settings):
+    from django.core.management.base import CommandError
+
+    settings.REDIS_URL = "localhost:6379"
+    with pytest.raises(CommandError, match="is not a Redis URL"):
+        call_command("preflight", wait=0)
+
+
+@pytest.mark.django_db
+def test_diagnostics_job_fails_instead_of_hanging_when_a_probe_raises(owner, monkeypatch):
+    from workspaces import tasks
+    from workspaces.models import Job
+
+    def explode():
+        raise OSError("the disk is on fire")
+
+    monkeypatch.setattr(services_health, "docker_problem", explode)
+    job = Job.objects.create(owner=owner, kind="diagnostics")
+    tasks.run_diagnostics(job.pk)
+    job.refresh_from_db()
+    assert job.state == "failed"
+    assert job.finished is not None
+    assert "OSError: the disk is on fire" in job.message
+    # What was checked before the failure is kept for the page.
+    assert job.result["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_diagnostics_job_reports_everything_reachable(owner):
+    from workspaces import tasks
+    from workspaces.models import Job
+
+    job = Job.objects.create(owner=owner, kind="diagnostics")
+    tasks.run_diagnostics(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.progress, job.message) == ("done", 100, "Everything Lattice needs is reachable.")

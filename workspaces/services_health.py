@@ -13,6 +13,11 @@ def redis_problem(url: str | None = None) -> str | None:
     url = url or settings.REDIS_URL
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+    except ValueError as exc:  # not a URL redis-py understands, e.g. "localhost:6379"
+        return (
+            f"REDIS_URL={url!r} is not a Redis URL ({exc}). "
+            "Write it as redis://HOST:6379/0 (rediss:// for TLS, unix:///path/redis.sock for a socket)."
+        )
     except redis.RedisError as exc:
         return (
             f"Cannot reach Redis at {url} ({exc}). Start it (`make run` starts one, "
@@ -22,7 +27,10 @@ def redis_problem(url: str | None = None) -> str | None:
 
 
 def docker_problem() -> str | None:
-    reason = engine_health.engine_problem()
+    try:
+        reason = engine_health.engine_problem()
+    except Exception as exc:  # a malformed DOCKER_HOST fails before any connection
+        reason = f"{type(exc).__name__}: {exc}"
     if reason:
         return (
             f"Cannot reach the Docker engine ({reason}). Start it (`service docker start` "

@@ -45,15 +45,23 @@ def run_diagnostics(job_id: int) -> None:
         ("Docker engine", services_health.docker_problem),
     ]
     results = {}
-    for index, (name, probe) in enumerate(steps):
-        jobs.report(job, int(100 * index / len(steps)), f"Checking the {name}…")
-        started = time.monotonic()
-        problem = probe()
-        results[name] = {
-            "ok": problem is None,
-            "detail": problem or "reachable",
-            "ms": round(1000 * (time.monotonic() - started), 1),
-        }
+    try:
+        for index, (name, probe) in enumerate(steps):
+            jobs.report(job, int(100 * index / len(steps)), f"Checking the {name}…")
+            started = time.monotonic()
+            problem = probe()
+            results[name] = {
+                "ok": problem is None,
+                "detail": problem or "reachable",
+                "ms": round(1000 * (time.monotonic() - started), 1),
+            }
+    except Exception as exc:
+        # Whatever broke (a probe, Redis, the time limit), the page must not
+        # wait forever on a job that stays "running".
+        logger.exception("diagnostics job %s failed", job_id)
+        message = f"The check stopped: {type(exc).__name__}: {exc}"[:300]  # the column's length
+        jobs.finish(job, JobState.FAILED, message, results)
+        return
     failed = [name for name, outcome in results.items() if not outcome["ok"]]
     if failed:
         jobs.finish(job, JobState.FAILED, f"Not reachable: {', '.join(failed)}.", results)

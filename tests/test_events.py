@@ -37,17 +37,52 @@ async def _connect(user=None, origin=ORIGIN):
     return communicator, connected, code
 
 
-async def test_anonymous_connection_is_refused():
-    communicator, connected, code = await _connect()
-    assert not connected
-    assert code == 4401
+async def test_anonymous_connection_is_accepted_then_closed_with_4401():
+    # Accepted first: a close before accepting is an HTTP 403 on the wire, and
+    # browsers then report only 1006, which events.js would retry forever.
+    communicator, connected, _ = await _connect()
+    assert connected
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
     await communicator.disconnect()
 
 
-async def test_foreign_origin_is_refused(owner):
+async def test_foreign_origin_is_refused_at_the_handshake(owner):
     communicator, connected, _ = await _connect(owner, origin=(b"origin", b"https://evil.example"))
     assert not connected
     await communicator.disconnect()
+
+
+def _ws_url(live_server_url: str) -> str:
+    return live_server_url.replace("http://", "ws://") + "/ws/events/"
+
+
+def test_over_the_wire_an_anonymous_socket_gets_close_code_4401(live_server_url):
+    """What a browser sees from uvicorn: an open socket, then a close frame with 4401."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with (
+        connect(_ws_url(live_server_url), origin=live_server_url, open_timeout=10) as socket,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        socket.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+
+
+def test_over_the_wire_a_foreign_origin_is_refused_before_the_socket_opens(live_server_url, owner):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    cookie = _session_cookie(owner).decode()
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            _ws_url(live_server_url),
+            origin="https://evil.example",
+            additional_headers={"Cookie": cookie},
+            open_timeout=10,
+        )
+    assert refused.value.response.status_code == 403
 
 
 async def test_events_reach_every_tab_of_the_user_and_nobody_else(owner, stranger):

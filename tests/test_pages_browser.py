@@ -25,8 +25,9 @@ def test_student_logs_in_and_sees_the_dashboard(page, live_server_url, make_user
     page.wait_for_selector("#live-indicator.on", timeout=10000)
     # ... and a background job's progress reaches the page.
     page.click("#run-diagnostics")
-    page.wait_for_selector("#diagnostics .progress.done", timeout=30000)
-    assert "Everything Lattice needs is reachable" in page.inner_text("#diagnostics .step")
+    page.wait_for_selector(
+        "#diagnostics .step:has-text('Everything Lattice needs is reachable')", timeout=30000
+    )
     assert page.locator("#diagnostics .results li.ok").count() == 3
     page.wait_for_timeout(400)  # let the bar's width transition finish for the picture
     shot = screenshot(page, "student-dashboard")
@@ -40,3 +41,126 @@ def test_wrong_password_is_shown(page, live_server_url, make_user):
     page.fill("input[name=password]", "wrong")
     page.click("button[type=submit]")
     assert "do not match" in page.inner_text("[role=alert]")
+
+
+VIEWPORTS = {"tablet-portrait": (768, 1024), "tablet-landscape": (1024, 768), "laptop": (1280, 800)}
+DASHBOARDS = {"student": "/student/", "teacher": "/teacher/", "admin": "/manage/"}
+
+# Wider than the viewport, or sticking out of its card: both look broken.
+OVERFLOW = """() => {
+  const visible = (e) => e.offsetParent !== null || getComputedStyle(e).position === "fixed";
+  const sticking = [];
+  for (const card of document.querySelectorAll(".card, .topbar")) {
+    const edge = card.getBoundingClientRect().right;
+    for (const e of card.querySelectorAll("*")) {
+      // Inside a card that scrolls sideways, wide content is reachable, not cut off.
+      const scrolls = getComputedStyle(card).overflowX !== "visible";
+      const out = (x) => !scrolls && visible(x) && x.getBoundingClientRect().right > edge + 1;
+      if (out(e) && !out(e.parentElement)) {
+        sticking.push(`${e.tagName.toLowerCase()}.${e.className} in ${card.id || card.className}`);
+      }
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, sticking};
+}"""
+
+
+def _fits_the_width(page, where: str) -> None:
+    found = page.evaluate(OVERFLOW)
+    assert found["scroll"] <= found["inner"], (where, found)
+    assert found["sticking"] == [], (where, found)
+
+
+def _fill_the_pages(make_user, viewport: str) -> None:
+    """A catalog, a classroom: pages with content, where tables and forms grow wide."""
+    from workspaces.models import Classroom, Image
+
+    for slug, kind, title in [
+        ("desktop", "display", "Desktop with a panel"),
+        ("ide", "app", "IDE (code editor and terminal)"),
+        ("office", "app", "Office suite"),
+    ]:
+        Image.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "reference": f"lattice/{slug}:latest",
+                "kind": kind,
+                "title": title,
+                "description": "A description as long as an administrator would write for it.",
+            },
+        )
+    classroom = Classroom.objects.create(name=f"Python 101 — Tuesday afternoon ({viewport})")
+    classroom.teachers.add(make_user(f"teacher-{viewport}", role="teacher"))
+    classroom.students.add(*(make_user(f"s{n}-{viewport}") for n in range(3)))
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_pages_fit_laptops_and_tablets(browser, live_server_url, make_user, viewport):
+    """Login page and each role's dashboard: a screenshot each, and nothing wider than the screen."""
+    _fill_the_pages(make_user, viewport)
+    width, height = VIEWPORTS[viewport]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server_url}/login/")
+        screenshot(page, f"login-{viewport}")
+        _fits_the_width(page, "login")
+        assert page.locator("button[type=submit]").is_visible()
+        for role, path in DASHBOARDS.items():
+            username = f"{role}-{viewport}"
+            if role != "teacher":
+                make_user(username, role=role)
+            login(page, live_server_url, username)
+            page.wait_for_url(f"{live_server_url}{path}")
+            page.wait_for_selector("#live-indicator.on", timeout=10000)
+            page.wait_for_load_state("networkidle")
+            shot = screenshot(page, f"{role}-dashboard-{viewport}")
+            assert shot.stat().st_size > 10_000
+            _fits_the_width(page, role)
+            # The way out stays on screen at every width.
+            assert page.get_by_role("button", name="Sign out").is_visible()
+            page.get_by_role("button", name="Sign out").click()
+            page.wait_for_url(f"{live_server_url}/login/")
+    finally:
+        context.close()
+
+
+def test_the_browser_sees_4401_when_signed_out_and_events_js_stops(page, live_server_url):
+    page.goto(f"{live_server_url}/login/")
+    code = page.evaluate(
+        """() => new Promise((resolve) => {
+             const socket = new WebSocket(`ws://${location.host}/ws/events/`);
+             socket.addEventListener("close", (closed) => resolve(closed.code));
+           })"""
+    )
+    assert code == 4401
+    # events.js on a page whose session is gone: one try, then no reconnecting.
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.add_script_tag(url="/static/js/events.js", type="module")
+    page.wait_for_timeout(4000)  # reconnects would come after 0.5, 1 and 2 s
+    assert sockets == [live_server_url.replace("http", "ws") + "/ws/events/"]
+
+
+def test_events_js_pings_every_25_seconds(page, live_server_url, make_user):
+    make_user("pinger")
+    page.clock.install()
+    frames = []
+    page.on(
+        "websocket",
+        lambda socket: (
+            socket.on("framesent", lambda payload: frames.append(("sent", payload))),
+            socket.on("framereceived", lambda payload: frames.append(("received", payload))),
+        ),
+    )
+    login(page, live_server_url, "pinger")
+    page.wait_for_url(f"{live_server_url}/student/")
+    page.wait_for_selector("#live-indicator.on", timeout=10000)
+    page.clock.run_for(24_000)
+    page.wait_for_timeout(300)
+    assert ("sent", '{"type":"ping"}') not in frames
+    page.clock.run_for(1_500)
+    page.wait_for_timeout(500)  # let the frame events arrive
+    assert ("sent", '{"type":"ping"}') in frames
+    assert ("received", '{"type": "pong"}') in frames
+    assert page.locator("#live-indicator.on").count() == 1

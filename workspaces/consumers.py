@@ -23,6 +23,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # Closing before accepting is an HTTP 403 on the wire and browsers
+            # report only 1006; accepting first lets the page read 4401 and
+            # stop reconnecting. (A foreign Origin is still refused at the
+            # handshake, by AllowedHostsOriginValidator.)
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.groups_joined = [user_group(user.pk)] + [class_group(c) for c in await _taught_classrooms(user)]
@@ -35,7 +40,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
-        # The socket is one-way; a ping keeps proxies from closing it.
+        # The socket is one-way; events.js pings every 25 s so that proxies
+        # (nginx's proxy_read_timeout, load balancers) never see it idle.
         if content.get("type") == "ping":
             await self.send_json({"type": "pong"})
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from tests import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
+# scripts/test gives each pass (SQLite, PostgreSQL) its own folder.
+ARTIFACTS = Path(os.environ.get("LATTICE_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
 
 def free_port() -> int:

@@ -236,6 +236,10 @@ LATTICE_MAX_RUNNING_WORKSPACES = env.integer("LATTICE_MAX_RUNNING_WORKSPACES", 2
 LATTICE_DISPLAY_TOKEN_TTL = env.integer("LATTICE_DISPLAY_TOKEN_TTL", 60)
 LATTICE_DISPLAY_PROXY_URL = env.string("LATTICE_DISPLAY_PROXY_URL", "")
 LATTICE_DISPLAY_PROXY_PORT = env.integer("LATTICE_DISPLAY_PROXY_PORT", 6080)
+# Where the displays' VNC sockets live on the Docker host: the engine makes a
+# folder per workspace here and bind-mounts it into the display; the worker
+# and the display proxy open the sockets. All three must see the same path.
+LATTICE_DISPLAY_SOCKET_DIR = env.string("LATTICE_DISPLAY_SOCKET_DIR", str(VAR_DIR / "displays"))
 LATTICE_OBJECT_STORAGE = env.string("LATTICE_OBJECT_STORAGE", str(VAR_DIR / "object-storage"))
 # Workspace starts at once during a broadcast: about two per core keeps a
 # 2-core machine responsive while the others wait their turn.

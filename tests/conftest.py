@@ -55,6 +55,16 @@ def admin_user(make_user):
     return make_user("boss", role="admin")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_engine():
+    """Each test starts with the engine its settings name: no fake outlives its test."""
+    from workspaces.engine_access import backend
+
+    backend.cache_clear()
+    yield
+    backend.cache_clear()
+
+
 @pytest.fixture
 def api_client():
     from rest_framework.test import APIClient

@@ -82,8 +82,12 @@ def test_missing_display_is_400(as_owner, catalog):
 
 
 def test_another_users_saved_image_cannot_be_launched(as_owner, catalog, stranger):
-    Image.objects.create(slug="secret", reference="z", kind="display", title="S", owner=stranger)
-    assert launch(as_owner, "secret", []).status_code == 400
+    Image.objects.create(slug="stranger/secret:1", reference="z", kind="display", title="S", owner=stranger)
+    response = launch(as_owner, "stranger/secret:1", [])
+    # Not theirs: for them it does not exist, as for any other user's object.
+    assert response.status_code == 404
+    assert response.json()["detail"] == "No image stranger/secret:1."
+    assert not Workspace.objects.filter(owner__username="owner").exists()
 
 
 def test_running_limit_answers_429(as_owner, catalog, settings):
@@ -138,7 +142,7 @@ def test_double_stop_claims_once(owner, catalog):
 def test_bad_display_token_mode_is_400(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"host": "10.1.2.3", "port": 5900}}
+        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
     )
     response = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "admin"}, format="json")
     assert response.status_code == 400
@@ -148,7 +152,7 @@ def test_bad_display_token_mode_is_400(as_owner, catalog):
 def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"host": "10.1.2.3", "port": 5900}}
+        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
     )
     ws = Workspace.objects.get(pk=ws_id)
     view = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "view"}, format="json").json()
@@ -160,14 +164,14 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     assert view["url"].startswith("ws://testserver:6080/?token=")
     token = view["url"].split("token=")[1]
     grant = display_tokens.consume(lifecycle.redis_client(), token)
-    assert grant == display_tokens.Grant(workspace=ws_id, host="10.1.2.3", port=5900, mode="view")
+    assert grant == display_tokens.Grant(workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view")
     assert display_tokens.consume(lifecycle.redis_client(), token) is None  # single use
 
 
 def test_stop_revokes_unused_tokens(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"host": "10.1.2.3", "port": 5900}}
+        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
     )
     url = as_owner.post(f"/api/workspaces/{ws_id}/display-token/").json()["url"]
     assert as_owner.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
@@ -183,7 +187,7 @@ def test_delete_hides_the_workspace_at_once(as_owner, catalog):
 
 def test_tokens_expire(owner):
     client = lifecycle.redis_client()
-    token = display_tokens.issue(client, display_tokens.Grant(1, "h", 1, "view"), ttl=1)
+    token = display_tokens.issue(client, display_tokens.Grant(1, "/s", "view"), ttl=1)
     assert client.ttl(display_tokens.PREFIX + token) in (0, 1)
     client.pexpire(display_tokens.PREFIX + token, 1)
     import time

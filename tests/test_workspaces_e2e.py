@@ -21,6 +21,7 @@ from tests.e2e import (
     wait_for_state,
     wait_until_gone,
 )
+from workspaces import display_tokens, lifecycle
 from workspaces.models import Image, Workspace
 from workspaces.rfb import RFBClient, RFBError
 
@@ -143,6 +144,7 @@ def test_containers_are_hardened(engine, student):
     for name in names:
         info = inspect(name)
         host = info["HostConfig"]
+        is_display = name.endswith("-display")
         assert info["Config"]["User"] == "1000:1000", name
         assert host["CapDrop"] == ["ALL"], name
         assert "no-new-privileges" in host["SecurityOpt"], name
@@ -151,14 +153,17 @@ def test_containers_are_hardened(engine, student):
         assert host["ShmSize"] >= 64 * 1024 * 1024
         assert not host.get("PortBindings"), "nothing is published on the host"
         mounts = {m["Destination"]: m for m in info["Mounts"]}
-        assert set(mounts) == {"/data", "/tmp/.X11-unix"}, mounts
-        assert all(m["Type"] == "volume" for m in mounts.values())
+        volumes = {"/data", "/tmp/.X11-unix"}
+        # The display alone gets its socket folder: apps cannot even see the VNC socket.
+        assert set(mounts) == (volumes | {"/run/lattice-vnc"} if is_display else volumes), mounts
+        assert all(mounts[v]["Type"] == "volume" for v in volumes)
         assert "docker.sock" not in str(info["Mounts"]) + str(host.get("Binds"))
         networks = list(info["NetworkSettings"]["Networks"])
-        assert networks == [f"{settings.LATTICE_ENGINE_PREFIX}-ws{engine_id(ws_id)}"], networks
+        expected = ["none"] if is_display else [f"{settings.LATTICE_ENGINE_PREFIX}-ws{engine_id(ws_id)}"]
+        assert networks == expected, networks
         # The VNC passwords are on the display only, and never in an app.
         env = " ".join(info["Config"]["Env"])
-        assert ("LATTICE_VNC_PASSWORD" in env) == name.endswith("-display")
+        assert ("LATTICE_VNC_PASSWORD" in env) == is_display
 
 
 def test_display_tokens_are_single_use_short_lived_and_revoked_on_stop(engine, student, settings):
@@ -175,20 +180,60 @@ def test_display_tokens_are_single_use_short_lived_and_revoked_on_stop(engine, s
     with pytest.raises(REFUSED):
         RFBClient(expired["url"], expired["password"], origin=TEST_ORIGIN, timeout=5)
 
+    # A page of another site is refused before its token is looked at, so
+    # the token still works for the portal's own page.
     settings.LATTICE_DISPLAY_TOKEN_TTL = 60
     foreign = token(student, ws_id)
     with pytest.raises(InvalidStatus):
         RFBClient(foreign["url"], foreign["password"], origin="https://evil.example", timeout=5)
+    RFBClient(foreign["url"], foreign["password"], origin=TEST_ORIGIN).close()
 
-    # An open connection ends when the workspace stops, and unused tokens die.
+    # An open connection ends when the workspace stops, and unused tokens die:
+    # tried once the workspace runs again, so only the revocation can refuse it.
     unused = token(student, ws_id)
     live = RFBClient(token(student, ws_id)["url"], grant["password"], origin=TEST_ORIGIN)
     assert student.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
     wait_for_state(ws_id, {"stopped"})
     with pytest.raises(Exception):  # noqa: B017 - closed by the server, any way it says so
         live.frame()
+    assert student.post(f"/api/workspaces/{ws_id}/start/").status_code == 202
+    wait_for_state(ws_id, {"running"})
     with pytest.raises(REFUSED):
         RFBClient(unused["url"], unused["password"], origin=TEST_ORIGIN, timeout=5)
+
+
+def test_a_revoked_scope_ends_open_connections_while_the_display_runs(engine, student):
+    ws_id = running(student, apps=())
+    ws = Workspace.objects.get(pk=ws_id)
+    proxy = settings.LATTICE_DISPLAY_PROXY_URL
+    demo_token, password = lifecycle.issue_display_token(ws, "view", scopes=("demo:99",))
+    own = token(student, ws_id)
+    demo = RFBClient(f"{proxy}?token={demo_token}", password, origin=TEST_ORIGIN)
+    mine = RFBClient(own["url"], own["password"], origin=TEST_ORIGIN)
+    demo.frame()
+    display_tokens.revoke_scope(lifecycle.redis_client(), "demo:99")
+    deadline = time.monotonic() + 5
+    with pytest.raises(Exception):  # noqa: B017 - closed by the proxy, any way it says so
+        while time.monotonic() < deadline:
+            demo.frame()
+            time.sleep(0.1)
+    # The owner's own connection, of another scope, goes on.
+    assert not mine.frame().is_blank()
+    mine.close()
+    assert Workspace.objects.get(pk=ws_id).state == "running"
+
+
+def test_delete_ends_open_connections_and_unused_tokens(engine, student):
+    ws_id = running(student, apps=())
+    unused = token(student, ws_id)
+    live = RFBClient(token(student, ws_id)["url"], unused["password"], origin=TEST_ORIGIN)
+    assert student.delete(f"/api/workspaces/{ws_id}/").status_code == 202
+    assert display_tokens.consume(lifecycle.redis_client(), unused["url"].split("token=")[1]) is None
+    with pytest.raises(Exception):  # noqa: B017 - closed by the server, any way it says so
+        for _ in range(50):
+            live.frame()
+            time.sleep(0.1)
+    wait_until_gone(ws_id)
 
 
 def test_view_mode_input_never_reaches_the_desktop(engine, student):
@@ -208,6 +253,21 @@ def test_view_mode_input_never_reaches_the_desktop(engine, student):
         rfb.key(0x61, False)
         rfb.frame()
     assert pointer(engine, ws_id) == (100, 120)  # ... and moves nothing
+
+    # Even a viewer who learnt the control password (a teacher who once took
+    # control) moves nothing with a view token: the proxy drops the input.
+    view = token(student, ws_id, "view")
+    with RFBClient(view["url"], control["password"], origin=TEST_ORIGIN) as rfb:
+        assert not rfb.frame().is_blank()
+        rfb.pointer(700, 300)
+        rfb.frame()
+    assert pointer(engine, ws_id) == (100, 120)
+    # ... while the same moves through a control token do arrive (the test can fail).
+    control = token(student, ws_id, "control")
+    with RFBClient(control["url"], control["password"], origin=TEST_ORIGIN) as rfb:
+        rfb.pointer(700, 300)
+        rfb.frame()
+    assert pointer(engine, ws_id) == (700, 300)
 
 
 def test_double_start_and_stop_during_start_leave_one_consistent_workspace(engine, student):

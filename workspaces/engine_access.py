@@ -18,6 +18,7 @@ from .engine.base import Backend
 @lru_cache(maxsize=1)
 def backend() -> Backend:
     name = settings.LATTICE_ENGINE
+    options = {"prefix": settings.LATTICE_ENGINE_PREFIX, "socket_root": settings.LATTICE_DISPLAY_SOCKET_DIR}
     if "." in name:
-        return import_string(name)(prefix=settings.LATTICE_ENGINE_PREFIX)
-    return get_backend(name, prefix=settings.LATTICE_ENGINE_PREFIX)
+        return import_string(name)(**options)
+    return get_backend(name, **options)

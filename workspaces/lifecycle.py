@@ -30,6 +30,10 @@ class NotAllowed(Exception):
     """The image exists but this user may not launch it (HTTP 403)."""
 
 
+class NoSuchImage(LookupError):
+    """Another user's saved image: for this user it does not exist (HTTP 404)."""
+
+
 class WrongState(Exception):
     """The workspace is not in a state that allows this (HTTP 409)."""
 
@@ -43,6 +47,8 @@ def redis_client() -> redis.Redis:
 
 
 def _check_running_limit(user: User) -> None:
+    """Call inside a transaction: the user's row lock makes two launches at once count one by one."""
+    User.objects.select_for_update().filter(pk=user.pk).first()
     running = Workspace.objects.visible().filter(owner=user, state__in=ACTIVE_STATES).count()
     limit = settings.LATTICE_MAX_RUNNING_WORKSPACES
     if running >= limit:
@@ -75,6 +81,9 @@ def pick_images(
             f"You may not launch {', '.join(forbidden.values_list('slug', flat=True))}; "
             "ask your teacher or an administrator."
         )
+    others = Image.objects.exclude(owner=None).filter(slug__in=unknown)
+    if others.exists():
+        raise NoSuchImage(f"No image {', '.join(others.values_list('slug', flat=True))}.")
     if unknown:
         raise LaunchError(f"Unknown image(s): {', '.join(unknown)}. Pick from GET /api/images/.")
     if allowed[display].kind != ImageKind.DISPLAY:
@@ -117,12 +126,18 @@ def create_workspace(user: User, display: Image, apps: list[Image]) -> Workspace
 def start(workspace: Workspace) -> None:
     from .tasks import spawn_workspace
 
+    disabled = [i.slug for i in [workspace.display, *workspace.apps.all()] if not i.enabled]
+    if disabled:
+        raise NotAllowed(
+            f"{', '.join(disabled)} is disabled by an administrator: it cannot start again. "
+            "Delete this workspace and launch another environment."
+        )
     with transaction.atomic():
         _check_running_limit(workspace.owner)
         claimed = (
             Workspace.objects.visible()
             .filter(pk=workspace.pk, state__in=[WorkspaceState.STOPPED, WorkspaceState.FAILED])
-            .update(state=WorkspaceState.PENDING, progress=0, message="Queued")
+            .move(state=WorkspaceState.PENDING, progress=0, message="Queued")
         )
         if claimed != 1:
             raise WrongState(
@@ -131,39 +146,62 @@ def start(workspace: Workspace) -> None:
         transaction.on_commit(lambda: spawn_workspace.delay(workspace.pk))
 
 
+# States a stop may leave from, and whether a task must then do the engine work.
+# A start under way does it itself once the engine call returns (its task
+# owns the engine for the workspace until then).
+_STOPPABLE = {
+    WorkspaceState.PENDING: True,
+    WorkspaceState.STARTING: False,
+    WorkspaceState.RUNNING: True,
+    WorkspaceState.FAILED: True,  # some of its containers may still run
+}
+
+
+def _claim(workspace: Workspace, allowed: dict[str, bool], refusal: str, **fields) -> bool:
+    """Move the workspace out of one of ``allowed``; returns whether a task must follow.
+
+    The row is read and moved in one transaction with a row lock, so a
+    worker's claim in between can never make a stop or delete answer 409.
+    """
+    with transaction.atomic():
+        rows = Workspace.objects.filter(pk=workspace.pk, deleting=False)
+        current = rows.select_for_update().values_list("state", flat=True).first()
+        if current not in allowed or rows.filter(state=current).move(**fields) != 1:
+            raise WrongState(refusal.format(state=current or "gone"))
+    return allowed[current]
+
+
 def stop(workspace: Workspace) -> None:
     from .tasks import stop_workspace
 
-    rows = Workspace.objects.visible().filter(pk=workspace.pk)
-    # A start under way stops by itself once the engine call returns (its task
-    # owns the engine for the workspace until then); anything else is queued.
-    if (
-        rows.filter(state=WorkspaceState.STARTING).update(state=WorkspaceState.STOPPING, message="Stopping")
-        == 1
-    ):
-        display_tokens.revoke(redis_client(), workspace.pk)
-        return
-    claimed = rows.filter(state__in=[WorkspaceState.PENDING, WorkspaceState.RUNNING]).update(
-        state=WorkspaceState.STOPPING, message="Stopping"
+    needs_task = _claim(
+        workspace,
+        _STOPPABLE,
+        "The workspace is {state}; there is nothing to stop.",
+        state=WorkspaceState.STOPPING,
+        message="Stopping",
     )
-    if claimed != 1:
-        raise WrongState(f"The workspace is {_current_state(workspace)}; there is nothing to stop.")
     display_tokens.revoke(redis_client(), workspace.pk)
-    transaction.on_commit(lambda: stop_workspace.delay(workspace.pk))
+    if needs_task:
+        transaction.on_commit(lambda: stop_workspace.delay(workspace.pk))
 
 
 def delete(workspace: Workspace) -> None:
     """Remove containers and network; the user's data volume is never touched."""
     from .tasks import remove_workspace
 
-    rows = Workspace.objects.filter(pk=workspace.pk, deleting=False)
-    marked = {"deleting": True, "state": WorkspaceState.STOPPING, "message": "Deleting"}
+    every_state = {state: state != WorkspaceState.STARTING for state in WorkspaceState.values}
+    needs_task = _claim(
+        workspace,
+        every_state,
+        "The workspace is already being deleted.",
+        deleting=True,
+        state=WorkspaceState.STOPPING,
+        message="Deleting",
+    )
     display_tokens.revoke(redis_client(), workspace.pk)
-    if rows.filter(state=WorkspaceState.STARTING).update(**marked) == 1:
-        return  # the start under way removes it when the engine call returns
-    if rows.exclude(state=WorkspaceState.STARTING).update(**marked) != 1:
-        raise WrongState("The workspace is already being deleted.")
-    transaction.on_commit(lambda: remove_workspace.delay(workspace.pk))
+    if needs_task:
+        transaction.on_commit(lambda: remove_workspace.delay(workspace.pk))
 
 
 def _current_state(workspace: Workspace) -> str:
@@ -203,18 +241,28 @@ def spec_for(workspace: Workspace) -> WorkspaceSpec:
     )
 
 
-def issue_display_token(workspace: Workspace, mode: str) -> tuple[str, str | None]:
-    """A single-use token for the display proxy, and the VNC password for that mode."""
-    if workspace.state != WorkspaceState.RUNNING:
-        raise WrongState(f"The workspace is {workspace.state}; its display opens once it is running.")
-    endpoint = workspace.engine_state.get("endpoint")
-    if not endpoint:
-        raise WrongState("The workspace has no display endpoint yet; try again in a moment.")
-    grant = display_tokens.Grant(
-        workspace=workspace.pk, host=endpoint["host"], port=endpoint["port"], mode=mode
-    )
-    token = display_tokens.issue(redis_client(), grant, settings.LATTICE_DISPLAY_TOKEN_TTL)
-    # The VNC server enforces view-only for the view password: input from such
-    # a client never reaches the desktop, whatever the browser sends.
+def issue_display_token(workspace: Workspace, mode: str, scopes: tuple[str, ...] = ()) -> tuple[str, str]:
+    """A single-use token for the display proxy, and the VNC password for that mode.
+
+    ``scopes`` name what else the token is for (a demo, a teacher's control),
+    so that ending that also ends the connection.
+    """
+    current = Workspace.objects.filter(pk=workspace.pk, deleting=False).values("state", "engine_state").first()
+    state = current["state"] if current else "gone"
+    if state != WorkspaceState.RUNNING:
+        raise WrongState(f"The workspace is {state}; its display opens once it is running.")
+    endpoint = current["engine_state"].get("endpoint") or {}
+    if not endpoint.get("path"):
+        raise WrongState("The workspace has no display yet; try again in a moment.")
+    grant = display_tokens.Grant(workspace=workspace.pk, socket=endpoint["path"], mode=mode, scopes=scopes)
+    client = redis_client()
+    token = display_tokens.issue(client, grant, settings.LATTICE_DISPLAY_TOKEN_TTL)
+    # A stop that came between the read above and the issue revoked every
+    # token but this one: look again, so none outlives the stop.
+    if _current_state(workspace) != WorkspaceState.RUNNING:
+        display_tokens.revoke(client, workspace.pk)
+        raise WrongState("The workspace is stopping; its display is closed.")
+    # View mode holds twice: the proxy drops a view connection's input, and
+    # the view password makes the VNC server ignore it too.
     password = workspace.vnc_password if mode == "control" else workspace.vnc_view_password
     return token, password

@@ -8,6 +8,7 @@ from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -201,6 +202,10 @@ ACTIVE_STATES = (WorkspaceState.PENDING, WorkspaceState.STARTING, WorkspaceState
 class WorkspaceQuerySet(models.QuerySet):
     def visible(self) -> WorkspaceQuerySet:
         return self.filter(deleting=False)
+
+    def move(self, **fields) -> int:
+        """update() that also stamps ``updated`` (auto_now only works through save())."""
+        return self.update(updated=timezone.now(), **fields)
 
 
 def new_engine_id() -> str:

@@ -39,6 +39,11 @@ class Frame:
         samples = {self.pixels[i : i + bpp] for i in range(0, len(self.pixels) - bpp, bpp * step)}
         return len(samples)
 
+    def rgb(self, x: int, y: int) -> tuple[int, int, int]:
+        i = (y * self.width + x) * self.bytes_per_pixel
+        blue, green, red = self.pixels[i : i + 3]
+        return (red, green, blue)
+
     def is_blank(self) -> bool:
         return self.distinct_colours() <= 1
 
@@ -80,9 +85,15 @@ class _WebSocket:
         self.ws.close()
 
 
-class _TCP:
-    def __init__(self, host: str, port: int, timeout: float):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+class _Unix:
+    def __init__(self, path: str, timeout: float):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
 
     def recv(self) -> bytes:
         data = self.sock.recv(1 << 20)
@@ -98,7 +109,7 @@ class _TCP:
 
 
 class RFBClient:
-    """Through the display proxy by default; ``RFBClient.direct`` talks TCP to a VNC port."""
+    """Through the display proxy by default; ``RFBClient.unix`` talks to a display's socket."""
 
     def __init__(self, url: str, password: str, origin: str, timeout: float = 15, transport=None):
         self.transport = transport or _WebSocket(url, origin, timeout)
@@ -106,8 +117,8 @@ class RFBClient:
         self._handshake(password)
 
     @classmethod
-    def direct(cls, host: str, port: int, password: str, timeout: float = 15) -> RFBClient:
-        return cls("", password, "", transport=_TCP(host, port, timeout))
+    def unix(cls, path: str, password: str, timeout: float = 15) -> RFBClient:
+        return cls("", password, "", transport=_Unix(path, timeout))
 
     # -- transport -------------------------------------------------------------
     def _read(self, n: int) -> bytes:

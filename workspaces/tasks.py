@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import connections
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import admin_catalog, display_tokens, jobs, lifecycle, saving, services_health
+from . import admin_catalog, classrooms, display_tokens, jobs, lifecycle, saving, services_health, teaching
 from .engine.base import EngineError
 from .engine_access import backend
 from .events import class_group, publish, publish_group
@@ -99,14 +101,17 @@ def _announce(ws: Workspace) -> None:
 
 
 def _report(ws: Workspace, progress: int, message: str) -> None:
-    ws.progress, ws.message = progress, message
-    Workspace.objects.filter(pk=ws.pk).update(progress=progress, message=message)
-    _announce(ws)
+    """Progress of the work under way; dropped once a stop or delete took the workspace over."""
+    if Workspace.objects.filter(pk=ws.pk, state=ws.state, deleting=False).move(
+        progress=progress, message=message
+    ):
+        ws.progress, ws.message = progress, message
+        _announce(ws)
 
 
 def _settle(ws: Workspace, expected: str, state: str, message: str, **fields) -> bool:
     """Conditional move; False when someone (a stop, a delete) changed the state meanwhile."""
-    changed = Workspace.objects.filter(pk=ws.pk, state=expected, deleting=False).update(
+    changed = Workspace.objects.filter(pk=ws.pk, state=expected, deleting=False).move(
         state=state, message=message, **fields
     )
     if changed == 1:
@@ -116,7 +121,18 @@ def _settle(ws: Workspace, expected: str, state: str, message: str, **fields) ->
 
 
 def _containers(engine_id: str) -> list[dict]:
-    return [{"name": c.name, "image": c.image, "state": c.state} for c in backend().containers(engine_id)]
+    try:
+        return [{"name": c.name, "image": c.image, "state": c.state} for c in backend().containers(engine_id)]
+    except EngineError:
+        return []  # the engine is what failed; the message says so
+
+
+def _failure(exc: BaseException, doing: str) -> str:
+    """What the owner reads when engine work fails: the engine's own words, or that we broke."""
+    if isinstance(exc, EngineError):
+        return str(exc)[:300]
+    logger.exception("%s failed", doing)
+    return f"{doing} failed because of an error in Lattice ({type(exc).__name__}); try again."[:300]
 
 
 @shared_task
@@ -124,31 +140,32 @@ def spawn_workspace(workspace_id: int) -> None:
     """Start a workspace's containers. While it runs, this task alone drives the
     engine for the workspace: a stop or delete that arrives meanwhile only marks
     the row, and is carried out here once the engine call returns."""
-    claimed = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.PENDING, deleting=False).update(
+    claimed = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.PENDING, deleting=False).move(
         state=WorkspaceState.STARTING, progress=1, message="Starting"
     )
     if claimed != 1:
         return  # stopped, deleted or already claimed by another worker
     ws = Workspace.objects.select_related("owner", "display").get(pk=workspace_id)
     _announce(ws)
-    spec = lifecycle.spec_for(ws)
     try:
+        spec = lifecycle.spec_for(ws)
         endpoint = backend().start(
             spec,
             progress=lambda p, m: _report(ws, p, m),
             timeout=settings.LATTICE_SPAWN_TIMEOUT,
         )
-    except EngineError as exc:
-        logger.warning("workspace %s failed to start: %s", workspace_id, exc)
+    except Exception as exc:
+        # Whatever broke, the workspace must not stay "starting": the user
+        # reads why, and may start it again.
+        message = _failure(exc, "Starting the workspace")
+        logger.warning("workspace %s failed to start: %s", workspace_id, message)
         engine_state = {"containers": _containers(ws.engine_id)}
-        if not _settle(
-            ws, WorkspaceState.STARTING, WorkspaceState.FAILED, str(exc), engine_state=engine_state
-        ):
+        if not _settle(ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message, engine_state=engine_state):
             _carry_out_interruption(workspace_id)
         return
     # start() returned, so every container of the spec runs: no need to ask the engine.
     engine_state = {
-        "endpoint": {"host": endpoint.host, "port": endpoint.port},
+        "endpoint": {"path": endpoint.path},
         "containers": [{"name": c.name, "image": c.image, "state": "running"} for c in spec.containers],
     }
     if not _settle(
@@ -179,7 +196,15 @@ def stop_workspace(workspace_id: int) -> None:
     if ws is None:
         return
     _report(ws, 50, "Stopping containers")
-    backend().stop(ws.engine_id)
+    try:
+        backend().stop(ws.engine_id)
+    except Exception as exc:
+        # Left failed, not stopping: the user may stop it again, and the
+        # reconcile looks at it with the engine's own eyes.
+        engine_state = {"containers": _containers(ws.engine_id)}
+        message = "Could not stop: " + _failure(exc, "Stopping the workspace")
+        _settle(ws, WorkspaceState.STOPPING, WorkspaceState.FAILED, message[:300], engine_state=engine_state)
+        return
     engine_state = {"containers": _containers(ws.engine_id)}
     _settle(
         ws, WorkspaceState.STOPPING, WorkspaceState.STOPPED, "Stopped", progress=0, engine_state=engine_state
@@ -191,7 +216,14 @@ def remove_workspace(workspace_id: int) -> None:
     ws = Workspace.objects.filter(pk=workspace_id, deleting=True).first()
     if ws is None:
         return
-    backend().remove(ws.engine_id)  # never the data volume
+    try:
+        backend().remove(ws.engine_id)  # never the data volume
+    except Exception as exc:
+        # The row stays, marked for deletion: the reconcile tries again.
+        message = "Could not delete yet: " + _failure(exc, "Deleting the workspace")
+        Workspace.objects.filter(pk=workspace_id).move(message=message[:300])
+        publish(ws.owner_id, {**_workspace_event(ws), "message": message})
+        return
     Workspace.objects.filter(pk=workspace_id).delete()
     publish(
         ws.owner_id,
@@ -199,26 +231,54 @@ def remove_workspace(workspace_id: int) -> None:
     )
 
 
+def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
+    """Rows in a passing state for longer than any start could take: their task is gone."""
+    limit = timezone.now() - timedelta(seconds=settings.LATTICE_SPAWN_TIMEOUT + 120)
+    return Workspace.objects.filter(state__in=states, deleting=deleting, updated__lt=limit)
+
+
 @shared_task
 def reconcile() -> dict:
     """Bring the database and the engine's labels together.
 
-    Running rows whose containers died become failed; workspaces the engine has
-    but the database does not (a crash between the two) are removed.
+    Running rows whose containers died become failed; rows whose task died
+    (a worker killed mid-start, mid-stop, mid-delete) are taken up again;
+    workspaces the engine has but the database does not (a crash between the
+    two) are removed.
     """
     stale_saves = saving.fail_stale_saves(saving.STALE_SAVE_SECONDS)  # before the engine: it may be down
     engine = backend().list_workspaces()
-    fixed = {"failed": 0, "orphans": 0, "stale_saves": stale_saves}
+    fixed = {"failed": 0, "orphans": 0, "resumed": 0, "stale_saves": stale_saves}
     for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
-        if engine.get(ws.engine_id) != "running" and Workspace.objects.filter(
-            pk=ws.pk, state=WorkspaceState.RUNNING
-        ).update(state=WorkspaceState.FAILED, message="The workspace's containers stopped unexpectedly."):
+        if engine.get(ws.engine_id) != "running" and _settle(
+            ws,
+            WorkspaceState.RUNNING,
+            WorkspaceState.FAILED,
+            "The workspace's containers stopped unexpectedly; start it again.",
+            engine_state={"containers": _containers(ws.engine_id)},
+        ):
             display_tokens.revoke(lifecycle.redis_client(), ws.pk)
             fixed["failed"] += 1
+    for ws in _stuck([WorkspaceState.PENDING]):
+        spawn_workspace.delay(ws.pk)  # its message was lost
+        fixed["resumed"] += 1
+    for ws in _stuck([WorkspaceState.STARTING]):
+        if Workspace.objects.filter(pk=ws.pk, state=WorkspaceState.STARTING, deleting=False).move(
+            state=WorkspaceState.STOPPING, message="The start was interrupted; stopping what it began."
+        ):
+            stop_workspace.delay(ws.pk)
+            fixed["resumed"] += 1
+    for ws in _stuck([WorkspaceState.STOPPING]):
+        stop_workspace.delay(ws.pk)
+        fixed["resumed"] += 1
+    for ws in _stuck(WorkspaceState.values, deleting=True):
+        remove_workspace.delay(ws.pk)
+        fixed["resumed"] += 1
     known = set(Workspace.objects.values_list("engine_id", flat=True))
     for engine_id in set(engine) - known:
         backend().remove(engine_id)
         fixed["orphans"] += 1
+    fixed["stale_jobs"] = jobs.fail_stale(jobs.stale_job_seconds())
     return fixed
 
 
@@ -304,32 +364,34 @@ def commit_container(image_id: int) -> None:
 
 
 def _seat_event(seat: Seat) -> dict:
-    ws = seat.workspace
-    return {
-        "type": "seat",
-        "broadcast": seat.broadcast_id,
-        "student": seat.student.username,
-        "state": seat.state,
-        "message": seat.message,
-        "workspace": seat.workspace_id,
-        "progress": ws.progress if ws else 0,
-        "files": seat.files,
-    }
+    return classrooms.seat_event(seat)
 
 
-def _seat_update(seat: Seat, **fields) -> None:
-    for name, value in fields.items():
-        setattr(seat, name, value)
-    Seat.objects.filter(pk=seat.pk).update(**fields)
-    publish_group(class_group(seat.broadcast.classroom_id), _seat_event(seat))
+def _seat_update(seat: Seat, **fields) -> bool:
+    """Move a seat whose start is under way; False when "stop all" stopped it meanwhile."""
+    return classrooms.move_seat(seat, [SeatState.STARTING], **fields)
+
+
+def _fail_seat(seat_id: int, message: str) -> None:
+    seat = Seat.objects.filter(pk=seat_id).select_related("broadcast", "student", "workspace").first()
+    if seat is not None:
+        classrooms.move_seat(
+            seat, [SeatState.QUEUED, SeatState.STARTING], state=SeatState.FAILED, message=message[:300]
+        )
+
+
+# How long a seat waits for a start slot while other classes' starts hold them all.
+SLOT_WAIT = 1800
 
 
 @shared_task
 def run_broadcast(broadcast_id: int) -> None:
-    """Start every queued seat, at most LATTICE_BROADCAST_CONCURRENCY at a time.
+    """Start every queued seat of a broadcast.
 
-    Bounded here rather than by the number of Celery workers: a class of 30
-    must not become 30 simultaneous container starts on a 2-core machine.
+    At most LATTICE_BROADCAST_CONCURRENCY starts run at once across the whole
+    site (each start_seat holds one of classrooms.StartSlots): a class of 30
+    must not become 30 simultaneous container starts on a 2-core machine, nor
+    two classes twice the bound.
     """
     broadcast = Broadcast.objects.filter(pk=broadcast_id).first()
     if broadcast is None:
@@ -349,7 +411,7 @@ def _start_seat_in_thread(seat_id: int) -> Exception | None:
     try:
         start_seat(seat_id)
     except Exception as exc:
-        Seat.objects.filter(pk=seat_id).update(state=SeatState.FAILED, message=f"Could not start: {exc}")
+        _fail_seat(seat_id, f"Could not start: {exc}")  # the grid shows it, with Retry
         return exc
     finally:
         connections.close_all()  # this thread's own database connection
@@ -358,7 +420,25 @@ def _start_seat_in_thread(seat_id: int) -> Exception | None:
 
 @shared_task
 def start_seat(seat_id: int) -> None:
-    """One student's part: their workspace started, the starter files copied in."""
+    """One student's part, from a broadcast or a retry: a start slot, the starter files, the workspace."""
+    if not Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).exists():
+        return  # cancelled by "stop all", or started already
+    slots = classrooms.StartSlots()
+    slot = classrooms.seat_slot(seat_id)
+    if not slots.acquire(slot, wait=SLOT_WAIT):
+        _fail_seat(seat_id, "Other classes' starts kept the engine busy; retry in a moment.")
+        return
+    try:
+        _start_seat(seat_id, lambda: slots.refresh(slot))
+    except Exception as exc:
+        logger.exception("seat %s failed to start", seat_id)
+        _fail_seat(seat_id, f"Could not start: {exc}")
+        raise
+    finally:
+        slots.release(slot)
+
+
+def _start_seat(seat_id: int, still_working) -> None:
     if (
         Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(
             state=SeatState.STARTING, message="Starting", attempts=F("attempts") + 1
@@ -369,10 +449,12 @@ def start_seat(seat_id: int) -> None:
     seat = Seat.objects.select_related(
         "broadcast__classroom", "broadcast__display", "broadcast__teacher", "student"
     ).get(pk=seat_id)
+    classrooms.publish_seat(seat)
     sent = seat.broadcast
     if sent.files:
         # Before the start, so the files are there when the student's apps open.
-        _seat_update(seat, message="Copying the starter files")
+        if not _seat_update(seat, message="Copying the starter files"):
+            return
         try:
             files = backend().copy_data(
                 sent.teacher.username, sent.files, seat.student.username, sent.classroom.folder
@@ -382,23 +464,25 @@ def start_seat(seat_id: int) -> None:
             return
         statuses = [f["status"] for f in files]
         seat.files = {status: statuses.count(status) for status in ("copied", "beside", "same")}
-    ws = lifecycle.create_workspace(seat.student, sent.display, list(sent.apps.all()))
-    _seat_update(seat, workspace=ws, files=seat.files, message="Starting the workspace")
-    spawn_workspace(ws.pk)
-    ws.refresh_from_db()
-    if ws.state != WorkspaceState.RUNNING:
-        _seat_update(seat, state=SeatState.FAILED, message=ws.message or "The workspace did not start.")
+    try:
+        classrooms.make_room(seat)
+    except lifecycle.OverLimit as exc:
+        _seat_update(seat, state=SeatState.FAILED, message=str(exc), files=seat.files)
         return
-    _seat_update(seat, state=SeatState.RUNNING, message="Running")
-    publish(
-        seat.student_id,
-        {
-            "type": "notice",
-            "message": f"{sent.teacher.username} started {sent.display.title} for {sent.classroom.name}.",
-            "open": f"/workspaces/{ws.pk}/",
-            "workspace": ws.pk,
-        },
-    )
+    still_working()
+    ws = classrooms.create_seat_workspace(seat)
+    if ws is None or not _seat_update(seat, files=seat.files, message="Starting the workspace"):
+        return  # stopped meanwhile; "stop all" stops the workspace too
+    spawn_workspace(ws.pk)
+    ws = Workspace.objects.filter(pk=ws.pk).first()
+    seat.workspace = ws
+    if ws is not None and not ws.deleting and ws.state == WorkspaceState.RUNNING:
+        if _seat_update(seat, state=SeatState.RUNNING, message="Running"):
+            teaching.notify_opened(seat)
+    elif ws is not None and ws.state == WorkspaceState.FAILED:
+        _seat_update(seat, state=SeatState.FAILED, message=ws.message or "The workspace did not start.")
+    else:
+        _seat_update(seat, state=SeatState.STOPPED, message="Stopped before it was ready")
 
 
 @shared_task
@@ -437,16 +521,28 @@ def collect_classroom(job_id: int, classroom_id: int) -> None:
 
 
 class _LogStream:
-    """Build log lines: to the admin's page at once, to the job row in batches."""
+    """Build log lines: to the admin's page at once, to the job row about once a second.
+
+    Lines are numbered, so a page that starts following late fills the gap
+    from the job row without showing a line twice.
+    """
+
+    MAX_LINES = 20_000  # kept on the row; the page still gets every line
 
     def __init__(self, job):
-        self.job, self.lines, self.flushed = job, [], time.monotonic()
+        self.job, self.lines, self.count, self.flushed = job, [], 0, time.monotonic()
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line)
-        publish(self.job.owner_id, {"type": "job-log", "id": self.job.pk, "line": line})
-        if line.startswith("Step "):
-            jobs.report(self.job, min(95, self.job.progress + 5), line[:300])
+        n, self.count = self.count, self.count + 1
+        if n < self.MAX_LINES:
+            self.lines.append(line)
+        elif n == self.MAX_LINES:
+            self.lines.append(f"… only the first {self.MAX_LINES} lines of the log are kept.")
+        publish(self.job.owner_id, {"type": "job-log", "id": self.job.pk, "n": n, "line": line})
+        step = _BUILD_STEP.match(line.strip())
+        if step:
+            done, total = int(step.group(1)), max(int(step.group(2)), 1)
+            jobs.report(self.job, 5 + 90 * (done - 1) // total, line.strip())
         if time.monotonic() - self.flushed > 1:
             self.flush()
 
@@ -455,60 +551,69 @@ class _LogStream:
         self.flushed = time.monotonic()
 
 
-@shared_task
+_BUILD_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
+
+
+def _fail_job(job: Job, exc: BaseException, what: str, log: _LogStream | None = None) -> None:
+    """The job ends failed with a message a person can read, and its log kept."""
+    if isinstance(exc, EngineError | admin_catalog.CatalogError):
+        message = str(exc)
+    else:
+        logger.error("%s job %s failed", what, job.pk, exc_info=exc)
+        message = f"The {what} stopped unexpectedly ({type(exc).__name__}: {exc}); try again."
+    try:
+        if log is not None:
+            log(f"✖ {message}")
+            log.flush()
+        jobs.settle(job, JobState.FAILED, message, {**job.result, "error": message})
+    except Exception:
+        # The database itself is failing: the reconcile pass fails the job later.
+        logger.exception("could not mark %s job %s failed", what, job.pk)
+
+
+@shared_task(soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120)
 def build_image(job_id: int) -> None:
-    from pathlib import Path
-
-    from .engine.docker_catalog import context_from_folder
-
+    """Build, then add the entry; whatever goes wrong, the job ends failed and the upload is removed."""
     job = jobs.claim(job_id)
     if job is None:
+        jobs.discard_input(job_id)
         return
-    fields, folder = job.result["fields"], job.result.get("folder")
-    reference = f"lattice/{fields['slug']}:latest"
     log = _LogStream(job)
     try:
-        if folder:
-            context = context_from_folder(admin_catalog.IMAGES_DIR / folder)
-            origin = f"built from images/{folder}"
-        else:
-            path = Path(job.result["context"])
-            context = path.read_bytes()
-            path.unlink(missing_ok=True)
-            origin = f"built from the upload {job.result.get('upload', '')}"
-        jobs.report(job, 5, "Sending the build context")
-        built = backend().build(context, reference, log, buildargs={"BASE": "lattice/base:latest"})
-        image = admin_catalog._entry(reference, built["labels"], fields, origin)
-        Image.objects.filter(pk=image.pk).update(size=built["size"])
-    except (EngineError, admin_catalog.CatalogError) as exc:
+        jobs.report(job, 3, "Sending the build context")
+        image = admin_catalog.build_entry(job, log)
         log.flush()
-        jobs.finish(job, JobState.FAILED, str(exc), {"fields": fields})
+    except Exception as exc:
+        _fail_job(job, exc, "build", log)
         return
-    log.flush()
-    jobs.finish(
+    finally:
+        jobs.discard_input(job_id)
+    jobs.settle(
         job,
         JobState.DONE,
-        f"Built {reference}; '{image.slug}' is in the catalog.",
-        {"fields": fields, "image": image.pk, "slug": image.slug},
+        f"Built {image.reference}; '{image.slug}' is in the catalog.",
+        {**job.result, "image": image.pk, "slug": image.slug},
     )
 
 
-@shared_task
-def pull_image(job_id: int, reference: str, fields: dict) -> None:
+@shared_task(soft_time_limit=admin_catalog.pull_timeout() + 60, time_limit=admin_catalog.pull_timeout() + 120)
+def pull_image(job_id: int) -> None:
+    """Pull from the registry, then add the entry; whatever goes wrong, the job ends failed."""
     job = jobs.claim(job_id)
     if job is None:
         return
+
+    def progress(percent: int, status: str) -> None:
+        jobs.report(job, percent, f"{status} ({percent}%)" if status else f"{percent}%")
+
     try:
-        pulled = backend().pull(reference, lambda p, m: jobs.report(job, p, f"{m} ({p}%)" if m else f"{p}%"))
-        full = reference if ":" in reference.rsplit("/", 1)[-1] else f"{reference}:latest"
-        image = admin_catalog._entry(full, pulled["labels"], fields, f"pulled from {reference}")
-        Image.objects.filter(pk=image.pk).update(size=pulled["size"])
-    except (EngineError, admin_catalog.CatalogError) as exc:
-        jobs.finish(job, JobState.FAILED, str(exc))
+        image = admin_catalog.pull_entry(job, progress)
+    except Exception as exc:
+        _fail_job(job, exc, "pull")
         return
-    jobs.finish(
+    jobs.settle(
         job,
         JobState.DONE,
-        f"Pulled {reference}; '{image.slug}' is in the catalog.",
-        {"image": image.pk, "slug": image.slug},
+        f"Pulled {image.reference}; '{image.slug}' is in the catalog.",
+        {**job.result, "image": image.pk, "slug": image.slug},
     )

@@ -16,14 +16,12 @@ WIDTH = 320
 
 
 def capture(workspace: Workspace) -> bytes:
-    endpoint = workspace.engine_state.get("endpoint")
-    if not endpoint:
+    endpoint = workspace.engine_state.get("endpoint") or {}
+    if not endpoint.get("path"):
         raise WrongState("The workspace has no display yet.")
     try:
         # The view-only password: a thumbnail can never send input.
-        with RFBClient.direct(
-            endpoint["host"], endpoint["port"], workspace.vnc_view_password, timeout=5
-        ) as rfb:
+        with RFBClient.unix(endpoint["path"], workspace.vnc_view_password, timeout=5) as rfb:
             return rfb.frame().png(max_width=WIDTH)
     except (OSError, RFBError) as exc:
         raise WrongState(f"The screen did not answer ({exc}).") from exc

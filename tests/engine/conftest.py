@@ -11,6 +11,7 @@ import json
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from workspaces.engine.docker_backend import DockerBackend
 # Not the Django suite's prefix: each suite's cleanup removes every workspace
 # under its prefix, so the two could not share one.
 PREFIX = run_prefix("eng")
+SOCKET_ROOT = Path(__file__).resolve().parents[2] / "var" / "test" / "displays"
 DESKTOP = "lattice/desktop:latest"
 IDE = "lattice/ide:latest"
 PASSWORD = "ctl-pw12"
@@ -51,7 +53,7 @@ def prefixed(kind: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def backend() -> Iterator[DockerBackend]:
-    engine = DockerBackend(prefix=PREFIX)
+    engine = DockerBackend(prefix=PREFIX, socket_root=str(SOCKET_ROOT))
     engine.api.ping()  # fails the test run when Docker is not reachable
     for image in (DESKTOP, IDE):
         assert exists("image", image), f"{image} is missing: run scripts/build-images"
@@ -84,6 +86,15 @@ def make_spec() -> Callable[..., WorkspaceSpec]:
 def workspace(backend: DockerBackend, make_spec) -> Iterator[WorkspaceSpec]:
     """A running desktop + ide workspace of its own, removed afterwards."""
     spec = make_spec()
+    backend.start(spec)
+    yield spec
+    backend.remove(spec.workspace_id)
+
+
+@pytest.fixture
+def desktop(backend: DockerBackend, make_spec) -> Iterator[WorkspaceSpec]:
+    """A running display without apps, removed afterwards."""
+    spec = make_spec(apps=())
     backend.start(spec)
     yield spec
     backend.remove(spec.workspace_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
+import os
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +21,9 @@ from tests.engine.conftest import (
     inspect,
     prefixed,
 )
-from tests.engine.rfb import RFBClient, RFBError, banner
 from workspaces.engine import ContainerSpec, Limits, names
 from workspaces.engine.errors import EngineError, ImageNotFound, InvalidSpecError, StartFailed, StartTimeout
+from workspaces.rfb import RFBClient, RFBError
 
 XENV = "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority"
 
@@ -53,6 +55,24 @@ def window_geometry(backend, spec, name: str) -> str:
     return out.decode() if code == 0 else ""
 
 
+def banner(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        sock.connect(path)
+        return sock.recv(12)
+
+
+def connect(endpoint, password: str) -> RFBClient:
+    return RFBClient.unix(endpoint.path, password, timeout=10)
+
+
+def type_text(client: RFBClient, text: str) -> None:
+    for ch in text:
+        keysym = 0xFF0D if ch == "\n" else ord(ch)
+        client.key(keysym, down=True)
+        client.key(keysym, down=False)
+
+
 def container_names(spec) -> list[str]:
     return [names.container(PREFIX, spec.workspace_id, c.name) for c in spec.containers]
 
@@ -68,15 +88,15 @@ def test_workspace_runs_and_its_display_answers_vnc(backend, workspace):
         ("ide", IDE, "running"),
     ]
     endpoint = backend.endpoint(workspace.workspace_id)
-    assert endpoint is not None and endpoint.port == 5900
-    assert banner(endpoint.host, endpoint.port) == b"RFB 003.008\n"
+    assert endpoint is not None and endpoint.path.startswith(backend.socket_root)
+    assert banner(endpoint.path) == b"RFB 003.008\n"
 
 
 def test_ide_window_is_drawn_on_the_desktop(backend, workspace):
     wait_until(lambda: window_geometry(backend, workspace, "Geany"), what="a Geany window")
     endpoint = backend.endpoint(workspace.workspace_id)
-    with RFBClient(endpoint.host, endpoint.port, PASSWORD) as client:
-        frame = client.snapshot()
+    with connect(endpoint, PASSWORD) as client:
+        frame = client.frame()
     assert (frame.width, frame.height) == (1280, 800)
     # A background gradient, a panel and a window: far from a flat screen.
     assert frame.distinct_colours() > 50
@@ -85,11 +105,13 @@ def test_ide_window_is_drawn_on_the_desktop(backend, workspace):
 
 def test_wrong_vnc_password_is_refused(backend, workspace):
     endpoint = backend.endpoint(workspace.workspace_id)
-    with pytest.raises(RFBError, match="authentication failed"):
-        RFBClient(endpoint.host, endpoint.port, "not-it-1")
+    with pytest.raises(RFBError, match="(?i)authentication fail"):
+        connect(endpoint, "not-it-1")
 
 
-def test_view_password_sees_but_cannot_type_or_point(backend, workspace):
+def test_view_password_sees_but_cannot_type_or_point(backend, desktop):
+    # A display alone: no app window that could take the focus from the xterm.
+    workspace = desktop
     ws = workspace.workspace_id
     # An xterm that writes whatever is typed into it to a file.
     run(
@@ -106,16 +128,16 @@ def test_view_password_sees_but_cannot_type_or_point(backend, workspace):
     def pointer() -> str:
         return run(backend, workspace, "display", f"{XENV} xdotool getmouselocation --shell")
 
-    with RFBClient(endpoint.host, endpoint.port, VIEW_PASSWORD) as viewer:
-        viewer.snapshot()  # the view password does get the screen
+    with connect(endpoint, VIEW_PASSWORD) as viewer:
+        viewer.frame()  # the view password does get the screen
         before = pointer()
         viewer.pointer(7, 9)
-        viewer.type_text("viewer\n")
+        type_text(viewer, "viewer\n")
         time.sleep(0.5)
         assert pointer() == before
-    with RFBClient(endpoint.host, endpoint.port, PASSWORD) as owner:
+    with connect(endpoint, PASSWORD) as owner:
         owner.pointer(100, 70)
-        owner.type_text("owner\n")
+        type_text(owner, "owner\n")
         wait_until(lambda: "X=100" in pointer(), what="the pointer to move")
     wait_until(
         lambda: run(backend, workspace, "display", "cat /tmp/typed 2>/dev/null || true") == "owner\n",
@@ -144,6 +166,7 @@ def test_containers_are_hardened(backend, workspace):
     for name in container_names(workspace):
         info = inspect("container", name)
         host = info["HostConfig"]
+        is_display = name.endswith("-display")
         assert info["Config"]["User"] == "1000:1000"
         assert host["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host["SecurityOpt"]
@@ -152,20 +175,34 @@ def test_containers_are_hardened(backend, workspace):
         assert host["NanoCpus"] == 1_000_000_000
         assert host["PidsLimit"] == 256
         assert host["ShmSize"] == 256 * 1024**2
-        assert host["NetworkMode"] == network
         assert not host.get("PortBindings")
         assert not info["NetworkSettings"]["Ports"] or all(
             not bound for bound in info["NetworkSettings"]["Ports"].values()
         )
-        assert list(info["NetworkSettings"]["Networks"]) == [network]
+        # The display is on no network at all; the apps only on their workspace's own.
+        assert host["NetworkMode"] == ("none" if is_display else network)
+        assert list(info["NetworkSettings"]["Networks"]) == (["none"] if is_display else [network])
         mounts = {m["Destination"]: m for m in info["Mounts"]}
-        assert set(mounts) == {"/data", "/tmp/.X11-unix"}
-        assert all(m["Type"] == "volume" for m in mounts.values())
+        volumes = {"/data", "/tmp/.X11-unix"}
+        assert set(mounts) == (volumes | {"/run/lattice-vnc"} if is_display else volumes)
+        assert all(mounts[v]["Type"] == "volume" for v in volumes)
+        if is_display:
+            socket_dir = mounts["/run/lattice-vnc"]
+            assert socket_dir["Type"] == "bind"
+            assert socket_dir["Source"] == str(Path(backend.endpoint(workspace.workspace_id).path).parent)
         assert "docker.sock" not in str(info["Mounts"]) + str(host.get("Binds"))
     # Nothing runs as root, in either container.
     for container in ("display", "ide"):
         users = run(backend, workspace, container, "ps -eo uid= | sort -u").split()
         assert users == ["1000"], (container, users)
+    # Xvnc listens on its socket only: no TCP port in the display.
+    listening = run(
+        backend, workspace, "display", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\"'"
+    )
+    assert listening == ""
+    # Only uid 1000 and the folder's group may use the socket.
+    mode = os.stat(backend.endpoint(workspace.workspace_id).path).st_mode & 0o777
+    assert mode == 0o660
 
 
 def test_vnc_passwords_reach_no_process_of_the_display(backend, workspace):
@@ -227,6 +264,7 @@ def test_data_and_filesystems_survive_stop_start_and_data_survives_remove(backen
     assert backend.poll(ws) == "missing"
     assert not exists("network", names.network(PREFIX, ws))
     assert not exists("volume", names.x11_volume(PREFIX, ws))
+    assert not socket_dir(backend, spec).exists()
     assert exists("volume", names.data_volume(PREFIX, spec.owner))
     backend.start(spec)
     assert run(backend, spec, "ide", "sha256sum < /data/keep.bin") == digest
@@ -240,6 +278,15 @@ def test_start_is_idempotent(backend, workspace):
     endpoint = backend.endpoint(workspace.workspace_id)
     assert backend.start(workspace) == endpoint
     assert [inspect("container", n)["Id"] for n in container_names(workspace)] == ids
+
+
+def test_a_display_alone_needs_no_network(backend, make_spec):
+    spec = make_spec(apps=())
+    endpoint = backend.start(spec)
+    assert not exists("network", names.network(PREFIX, spec.workspace_id))
+    assert banner(endpoint.path) == b"RFB 003.008\n"
+    backend.remove(spec.workspace_id)
+    assert_nothing_left_but_data(backend, spec)
 
 
 def test_stop_and_remove_are_idempotent(backend, make_spec):
@@ -265,9 +312,9 @@ def test_a_new_vnc_password_recreates_only_the_display(backend, make_spec):
     backend.stop(spec.workspace_id)
     changed = make_spec(workspace_id=spec.workspace_id, owner=spec.owner, vnc_password="new-pw-1")
     endpoint = backend.start(changed)
-    RFBClient(endpoint.host, endpoint.port, "new-pw-1").close()
+    connect(endpoint, "new-pw-1").close()
     with pytest.raises(RFBError):
-        RFBClient(endpoint.host, endpoint.port, PASSWORD)
+        connect(endpoint, PASSWORD)
     assert inspect("container", names.container(PREFIX, spec.workspace_id, "ide"))["Id"] == ide_id
     backend.remove(spec.workspace_id)
 
@@ -311,11 +358,16 @@ def never_ready_image() -> str:
     docker("rmi", "-f", tag, check=False)
 
 
-def assert_nothing_left_but_data(spec) -> None:
+def socket_dir(backend, spec) -> Path:
+    return Path(backend.socket_root) / names.display_socket_dir(PREFIX, spec.workspace_id)
+
+
+def assert_nothing_left_but_data(backend, spec) -> None:
     ws = spec.workspace_id
     assert not any(n.startswith(names.workspace_base(PREFIX, ws) + "-") for n in prefixed("container"))
     assert not exists("network", names.network(PREFIX, ws))
     assert not exists("volume", names.x11_volume(PREFIX, ws))
+    assert not socket_dir(backend, spec).exists()
     assert exists("volume", names.data_volume(PREFIX, spec.owner))
 
 
@@ -325,7 +377,7 @@ def test_start_timeout_removes_what_it_created(backend, make_spec, never_ready_i
     with pytest.raises(StartTimeout, match="did not answer within 2 s"):
         backend.start(spec, timeout=2)
     assert time.monotonic() - began < 6
-    assert_nothing_left_but_data(spec)
+    assert_nothing_left_but_data(backend, spec)
 
 
 def test_a_display_that_exits_fails_fast_with_its_output(backend, make_spec):
@@ -337,7 +389,7 @@ def test_a_display_that_exits_fails_fast_with_its_output(backend, make_spec):
     with pytest.raises(StartFailed, match=r"code 3.*no display here"):
         backend.start(spec, timeout=30)
     assert time.monotonic() - began < 5
-    assert_nothing_left_but_data(spec)
+    assert_nothing_left_but_data(backend, spec)
 
 
 def test_a_missing_image_is_reported_and_cleaned_up(backend, make_spec):
@@ -352,7 +404,7 @@ def test_a_missing_image_is_reported_and_cleaned_up(backend, make_spec):
     )
     with pytest.raises(ImageNotFound, match="no-such-image"):
         backend.start(bad)
-    assert_nothing_left_but_data(bad)
+    assert_nothing_left_but_data(backend, bad)
 
 
 def test_a_workspace_without_vnc_password_is_refused(backend, make_spec):
@@ -371,7 +423,7 @@ def test_progress_is_reported_in_order_and_a_broken_callback_is_harmless(backend
     backend.start(spec, progress=progress)
     percents = [p for p, _ in seen]
     assert percents == sorted(percents) and percents[-1] == 100
-    assert (70, "Starting ide") in seen
+    assert (80, "Starting ide") in seen
     backend.remove(spec.workspace_id)
 
 
@@ -379,9 +431,13 @@ def test_leftovers_without_containers_are_listed_for_reconcile(backend, make_spe
     spec = make_spec(apps=())
     backend.start(spec)
     docker("rm", "-f", names.container(PREFIX, spec.workspace_id, "display"))
+    docker("volume", "rm", names.x11_volume(PREFIX, spec.workspace_id))
+    # Only the display's socket folder is left: that is enough to be listed.
+    assert socket_dir(backend, spec).exists()
     assert backend.list_workspaces()[spec.workspace_id] == "missing"
     backend.remove(spec.workspace_id)
     assert spec.workspace_id not in backend.list_workspaces()
+    assert_nothing_left_but_data(backend, spec)
 
 
 # -- images and speed --------------------------------------------------------
@@ -422,19 +478,6 @@ def test_limits_come_from_the_spec(backend, make_spec):
         64 * 1024**2,
     )
     backend.remove(spec.workspace_id)
-
-
-def test_start_to_vnc_ready_is_quick(backend, make_spec):
-    times = []
-    for _ in range(3):
-        spec = make_spec()
-        began = time.monotonic()
-        backend.start(spec)
-        times.append(time.monotonic() - began)
-        backend.remove(spec.workspace_id)
-    print(f"start() to VNC ready: median {statistics.median(times):.2f} s of {times}")
-    # The goal is well under 2 s; the bound leaves room for a loaded CI host.
-    assert statistics.median(times) < 5
 
 
 # -- saving a container as an image ----------------------------------------------

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -69,6 +69,8 @@ def _run(action):
         raise serializers.ValidationError({"detail": str(exc)}) from None
     except lifecycle.NotAllowed as exc:
         raise PermissionDenied(str(exc)) from None
+    except lifecycle.NoSuchImage as exc:
+        raise NotFound(str(exc)) from None
 
 
 class ImageList(APIView):

@@ -1,5 +1,8 @@
-"""The Docker backend: a workspace is one private bridge network, one X socket
-volume and one container per ContainerSpec, all sharing the owner's data volume.
+"""The Docker backend: a workspace is one X socket volume, one folder on the
+host for the display's VNC socket, and one container per ContainerSpec, all
+sharing the owner's data volume. The apps get a private bridge network of
+their own; the display gets no network at all: its VNC server listens only
+on a unix socket that the display proxy opens on this host.
 
 The engine's labels, not any database, say what exists: every object carries
 lattice.prefix, lattice.workspace, lattice.owner and lattice.role, and every
@@ -11,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import random
+import shutil
 import socket
 import threading
 import time
@@ -50,9 +55,15 @@ LABEL_ROLE = "lattice.role"
 LABEL_CONTAINER = "lattice.container"
 
 USER = "1000:1000"
+USER_ID = 1000
 X11_DIR = "/tmp/.X11-unix"  # noqa: S108  (a mount point inside the container, X11 fixes it)
 DATA_DIR = "/data"
-VNC_PORT = 5900
+# Inside the display: where its folder of the socket root is mounted.
+VNC_SOCKET_DIR = "/run/lattice-vnc"
+VNC_SOCKET = "vnc.sock"
+# A unix socket path holds at most 107 bytes (sun_path).
+_MAX_SOCKET_PATH = 107
+DEFAULT_SOCKET_ROOT = "/run/lattice/displays"
 
 # docker's own states, as the workspace contract names them.
 _STATES = {
@@ -97,11 +108,12 @@ def _ignore_missing(call: Callable[[], T]) -> T | None:
         return None
 
 
-def _rfb_banner(host: str, port: int, timeout: float) -> bool:
-    """True when an RFB server answers there: it speaks first, 'RFB 003.008\\n'."""
+def _rfb_banner(path: str, timeout: float) -> bool:
+    """True when an RFB server answers on the unix socket: it speaks first, 'RFB 003.008\\n'."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
+            sock.connect(path)
             return sock.recv(4) == b"RFB "
     except OSError:
         return False
@@ -113,6 +125,7 @@ class _Created:
 
     network: bool = False
     x11: bool = False
+    socket_dir: bool = False
     containers: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)  # existing containers it started
 
@@ -127,8 +140,19 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
         stop_timeout: int = 5,
         internal_network: bool = False,
         network_pool: str = "172.30.0.0/16",
+        socket_root: str = DEFAULT_SOCKET_ROOT,
     ) -> None:
         self.prefix = names.check_prefix(prefix)
+        # The display's VNC socket lives in a folder of this host, bind-mounted
+        # into the display. The Docker engine, the worker and the display
+        # proxy must all see this path: they run on the same host.
+        self.socket_root = os.path.abspath(socket_root)
+        longest = self._socket_path("f" * 24)
+        if len(longest.encode()) > _MAX_SOCKET_PATH:
+            raise InvalidSpecError(
+                f"The display socket folder {self.socket_root} is too deep for a unix socket "
+                f"({len(longest.encode())} bytes, at most {_MAX_SOCKET_PATH}); choose a shorter path."
+            )
         self._client = client
         self._client_lock = threading.Lock()
         self.ready_interval = ready_interval
@@ -235,10 +259,9 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
         created: _Created,
     ) -> Endpoint:
         ws = spec.workspace_id
-        report(10, "Creating network")
-        network_created, x11_created, _ = self._parallel(
+        report(5, "Preparing volumes")
+        x11_created, _, dir_created = results = self._parallel(
             [
-                lambda: self._ensure_network(spec),
                 lambda: self._ensure_volume(names.x11_volume(self.prefix, ws), self._labels(spec, "x11")),
                 lambda: self._ensure_volume(
                     names.data_volume(self.prefix, spec.owner),
@@ -246,41 +269,84 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
                     # so nothing that removes a workspace ever matches it.
                     self.data_volume_labels(spec.owner),
                 ),
+                lambda: self._ensure_socket_dir(ws),
             ]
         )
-        created.network = network_created is True
         created.x11 = x11_created is True
-        self._raise_first([network_created, x11_created, _])
+        created.socket_dir = dir_created is True
+        self._raise_first(results)
 
-        report(20, "Creating containers")
-        results = self._parallel([lambda c=c: self._ensure_container(spec, c) for c in spec.containers])
-        for c, result in zip(spec.containers, results, strict=True):
+        display = names.container(self.prefix, ws, spec.display.name)
+        # The apps' network takes about 0.1 s to make and the display needs
+        # none: it is made, with the app containers, while the display starts.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            apps_created = side.submit(self._create_apps, spec, created) if spec.apps else None
+            report(15, "Creating the display")
+            if self._ensure_container(spec, spec.display):
+                created.containers.append(spec.display.name)
+            report(30, "Starting the display")
+            self._start_container(spec.display.name, display, created)
+            report(50, "Waiting for the display")
+            path = self._wait_for_display(display, self._socket_path(ws), deadline, timeout)
+            if apps_created is not None:
+                apps_created.result()
+
+        if spec.apps:
+            # Apps connect to the X socket the display just made, so they go last.
+            report(80, f"Starting {', '.join(a.name for a in spec.apps)}")
+            self._raise_first(
+                self._parallel(
+                    [
+                        lambda a=a: self._start_container(
+                            a.name, names.container(self.prefix, ws, a.name), created
+                        )
+                        for a in spec.apps
+                    ]
+                )
+            )
+        report(100, "Ready")
+        return Endpoint(path=path)
+
+    def _create_apps(self, spec: WorkspaceSpec, created: _Created) -> None:
+        """The workspace's private network, then every app container (not started)."""
+        created.network = self._ensure_network(spec) is True
+        results = self._parallel([lambda c=c: self._ensure_container(spec, c) for c in spec.apps])
+        for c, result in zip(spec.apps, results, strict=True):
             if result is True:
                 created.containers.append(c.name)
         self._raise_first(results)
 
-        display = names.container(self.prefix, ws, spec.display.name)
-        report(40, "Starting display")
-        self._start_container(spec.display.name, display, created)
+    # -- the display's socket folder ------------------------------------------
 
-        report(60, "Waiting for the display")
-        host = self._wait_for_display(display, names.network(self.prefix, ws), deadline, timeout)
+    def _socket_dir(self, workspace_id: str) -> str:
+        return os.path.join(self.socket_root, names.display_socket_dir(self.prefix, workspace_id))
 
-        # Apps connect to the X socket the display just made, so they go last.
-        for i, app in enumerate(spec.apps):
-            report(70 + (25 * i) // len(spec.apps), f"Starting {app.name}")
-        self._raise_first(
-            self._parallel(
-                [
-                    lambda a=a: self._start_container(
-                        a.name, names.container(self.prefix, ws, a.name), created
-                    )
-                    for a in spec.apps
-                ]
-            )
-        )
-        report(100, "Ready")
-        return Endpoint(host=host, port=VNC_PORT)
+    def _socket_path(self, workspace_id: str) -> str:
+        return os.path.join(self._socket_dir(workspace_id), VNC_SOCKET)
+
+    def _ensure_socket_dir(self, workspace_id: str) -> bool:
+        """The display's socket folder; True when this call made it.
+
+        The display (uid 1000) makes the socket in it. Owned by uid 1000 when
+        we may change owners (root); else writable by others but not
+        listable. setgid: the socket takes the folder's group, so a display
+        proxy of that group may connect (Xvnc makes it mode 0660).
+        """
+        os.makedirs(self.socket_root, mode=0o711, exist_ok=True)
+        path = self._socket_dir(workspace_id)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return False
+        try:
+            os.chown(path, USER_ID, -1)
+            os.chmod(path, 0o2770)  # noqa: S103  (see the docstring)
+        except PermissionError:
+            os.chmod(path, 0o2773)  # noqa: S103  (see the docstring)
+        return True
+
+    def _remove_socket_dir(self, workspace_id: str) -> None:
+        shutil.rmtree(self._socket_dir(workspace_id), ignore_errors=True)
 
     def _ensure_network(self, spec: WorkspaceSpec) -> bool:
         name = names.network(self.prefix, spec.workspace_id)
@@ -342,6 +408,7 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
             env.update(
                 LATTICE_VNC_PASSWORD=spec.vnc_password,
                 LATTICE_VNC_VIEW_PASSWORD=spec.vnc_view_password,
+                LATTICE_DISPLAY_SOCKET=f"{VNC_SOCKET_DIR}/{VNC_SOCKET}",
                 LATTICE_GEOMETRY=spec.geometry,
                 LATTICE_KIOSK="1" if spec.kiosk else "0",
             )
@@ -350,12 +417,17 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
     def _container_config(self, spec: WorkspaceSpec, c: ContainerSpec) -> dict[str, Any]:
         ws = spec.workspace_id
         limits = c.limits
+        binds = {
+            names.x11_volume(self.prefix, ws): {"bind": X11_DIR, "mode": "rw"},
+            names.data_volume(self.prefix, spec.owner): {"bind": DATA_DIR, "mode": "rw"},
+        }
+        if c.role == "display":
+            binds[self._socket_dir(ws)] = {"bind": VNC_SOCKET_DIR, "mode": "rw"}
         host_config = self.api.create_host_config(
-            binds={
-                names.x11_volume(self.prefix, ws): {"bind": X11_DIR, "mode": "rw"},
-                names.data_volume(self.prefix, spec.owner): {"bind": DATA_DIR, "mode": "rw"},
-            },
-            network_mode=names.network(self.prefix, ws),
+            binds=binds,
+            # The display reaches nothing and nothing reaches it but through
+            # its socket; apps get the workspace's own network (pip, git).
+            network_mode="none" if c.role == "display" else names.network(self.prefix, ws),
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             privileged=False,
@@ -416,28 +488,25 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
         if name not in created.containers:
             created.started.append(docker_name)
 
-    def _wait_for_display(self, container: str, network: str, deadline: float, timeout: float) -> str:
-        info = self.api.inspect_container(container)
-        host = (info["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
+    def _wait_for_display(self, container: str, path: str, deadline: float, timeout: float) -> str:
         next_check = time.monotonic() + 1.0
         while True:
             now = time.monotonic()
-            if host and _rfb_banner(host, VNC_PORT, timeout=max(0.05, min(0.5, deadline - now))):
-                return host
+            if _rfb_banner(path, timeout=max(0.05, min(0.5, deadline - now))):
+                return path
             now = time.monotonic()
             if now >= deadline:
-                raise StartTimeout(f"The display did not answer within {timeout:g} s.")
-            if now >= next_check or not host:
+                hint = "" if os.path.exists(path) else f" (no socket appeared at {path})"
+                raise StartTimeout(f"The display did not answer within {timeout:g} s{hint}.")
+            if now >= next_check:
                 # The display may have died (bad image, no password): say so
                 # now rather than at the deadline.
-                info = self.api.inspect_container(container)
-                state = info["State"]
+                state = self.api.inspect_container(container)["State"]
                 if not state.get("Running"):
                     tail = self.api.logs(container, tail=3).decode("utf-8", "replace").strip()
                     raise StartFailed(
                         f"The display exited (code {state.get('ExitCode')}): {tail or 'no output'}"
                     )
-                host = (info["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
                 next_check = now + 1.0
             time.sleep(min(self.ready_interval, max(0.0, deadline - now)))
 
@@ -464,6 +533,8 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
                 _ignore_missing(lambda: self.api.remove_volume(names.x11_volume(self.prefix, ws)))
         except Exception as exc:
             logger.warning("cleanup of workspace %s: %s", ws, exc)
+        if created.socket_dir:
+            self._remove_socket_dir(ws)
 
     # -- stop / remove ----------------------------------------------------
 
@@ -523,6 +594,7 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
                 if (volume.get("Labels") or {}).get(LABEL_ROLE) == "data":
                     continue  # never, whatever its labels say
                 _ignore_missing(lambda v=volume: self.api.remove_volume(v["Name"]))
+        self._remove_socket_dir(workspace_id)
 
     # -- state --------------------------------------------------------------
 
@@ -559,12 +631,9 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
         ]
 
     def endpoint(self, workspace_id: str) -> Endpoint | None:
-        network = names.network(self.prefix, str(workspace_id))
         for r in self._rows(str(workspace_id)):
             if r["Labels"].get(LABEL_ROLE) == "display" and r["State"] == "running":
-                nets = (r.get("NetworkSettings") or {}).get("Networks") or {}
-                host = (nets.get(network) or {}).get("IPAddress")
-                return Endpoint(host=host, port=VNC_PORT) if host else None
+                return Endpoint(path=self._socket_path(str(workspace_id)))
         return None
 
     def list_workspaces(self) -> dict[str, str]:
@@ -583,6 +652,11 @@ class DockerBackend(DockerDataOps, DockerCatalogOps, Backend):
             ws = (obj.get("Labels") or {}).get(LABEL_WORKSPACE)
             if ws is not None and ws not in out:
                 out[ws] = MISSING
+        with contextlib.suppress(FileNotFoundError):
+            for folder in os.listdir(self.socket_root):
+                ws = names.workspace_of_socket_dir(self.prefix, folder)
+                if ws is not None and ws not in out:
+                    out[ws] = MISSING
         return out
 
     # -- images -----------------------------------------------------------

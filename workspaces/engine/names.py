@@ -66,3 +66,40 @@ def container(prefix: str, workspace_id: str, name: str) -> str:
 
 def data_volume(prefix: str, owner: str) -> str:
     return f"{prefix}-data-{escape(owner)}"
+
+
+def display_socket_dir(prefix: str, workspace_id: str) -> str:
+    """The folder (under the engine's socket root) that holds one display's VNC socket."""
+    return workspace_base(prefix, workspace_id)
+
+
+def workspace_of_socket_dir(prefix: str, folder: str) -> str | None:
+    """The workspace id a socket folder name belongs to, or None when it is not one of ours."""
+    head = f"{prefix}-ws"
+    if not folder.startswith(head) or "--" in folder:
+        return None
+    return unescape(folder[len(head) :])
+
+
+def unescape(escaped: str) -> str | None:
+    """escape()'s inverse; None for text escape() never makes."""
+    out = bytearray()
+    i = 0
+    while i < len(escaped):
+        ch = escaped[i]
+        if ch == "_":
+            pair = escaped[i + 1 : i + 3]
+            if len(pair) != 2 or any(c not in "0123456789abcdef" for c in pair):
+                return None
+            out.append(int(pair, 16))
+            i += 3
+        elif ch in _SAFE:
+            out.append(ord(ch))
+            i += 1
+        else:
+            return None
+    try:
+        value = out.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return value if escape(value) == escaped else None

@@ -102,10 +102,13 @@ class WorkspaceSpec:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the display's VNC server answers, reachable from this host."""
+    """Where the display's VNC server answers: a unix socket on the engine's host.
 
-    host: str
-    port: int
+    The display has no network at all; only processes on the Docker host that
+    may open this path (the display proxy, the worker) can reach it.
+    """
+
+    path: str
 
 
 @dataclass(frozen=True)

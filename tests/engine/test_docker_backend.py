@@ -105,7 +105,7 @@ def test_ide_window_is_drawn_on_the_desktop(backend, workspace):
 
 def test_wrong_vnc_password_is_refused(backend, workspace):
     endpoint = backend.endpoint(workspace.workspace_id)
-    with pytest.raises(RFBError, match="(?i)authentication fail"):
+    with pytest.raises(RFBError, match=r"(?i)authentication fail"):
         connect(endpoint, "not-it-1")
 
 

@@ -80,7 +80,7 @@ def plain_docker_run(image: str) -> float:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        first_frame(lambda: RFBClient.direct(ip, 5900, "benchpw", timeout=5))
+        first_frame(lambda: RFBClient.tcp(ip, 5900, "benchpw", timeout=5))
         return time.perf_counter() - started
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)

@@ -28,6 +28,8 @@ import redis
 from websockify import auth_plugins, websockifyserver
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
+from portal import env
+
 from . import display_tokens
 from .rfb_filter import Refused, ViewOnlyInput
 
@@ -119,7 +121,8 @@ class Handler(ProxyRequestHandler):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default=os.environ.get("LATTICE_DISPLAY_PROXY_LISTEN", "127.0.0.1:6080"))
-    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    # Read like the portal's settings, so REDIS_URL_FILE works here too.
+    parser.add_argument("--redis", default=env.string("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
         "--origins",
         default=os.environ.get("LATTICE_DISPLAY_ORIGINS", ""),

@@ -85,15 +85,26 @@ class _WebSocket:
         self.ws.close()
 
 
-class _Unix:
-    def __init__(self, path: str, timeout: float):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
+class _Socket:
+    """A display's own socket: its unix socket on this host, or TCP for a plain `docker run`."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    @classmethod
+    def unix(cls, path: str, timeout: float) -> _Socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
         try:
-            self.sock.connect(path)
+            sock.connect(path)
         except OSError:
-            self.sock.close()
+            sock.close()
             raise
+        return cls(sock)
+
+    @classmethod
+    def tcp(cls, host: str, port: int, timeout: float) -> _Socket:
+        return cls(socket.create_connection((host, port), timeout=timeout))
 
     def recv(self) -> bytes:
         data = self.sock.recv(1 << 20)
@@ -118,7 +129,11 @@ class RFBClient:
 
     @classmethod
     def unix(cls, path: str, password: str, timeout: float = 15) -> RFBClient:
-        return cls("", password, "", transport=_Unix(path, timeout))
+        return cls("", password, "", transport=_Socket.unix(path, timeout))
+
+    @classmethod
+    def tcp(cls, host: str, port: int, password: str, timeout: float = 15) -> RFBClient:
+        return cls("", password, "", transport=_Socket.tcp(host, port, timeout))
 
     # -- transport -------------------------------------------------------------
     def _read(self, n: int) -> bytes:

@@ -52,5 +52,19 @@ def test_teacher_broadcasts_and_watches_the_class(browser, live_server_url, make
     page.wait_for_selector("#overlay", state="hidden", timeout=30000)
     assert "View only" in page.inner_text(".viewer-tools")
     screenshot(page, "teacher-views-a-student")
+
+    # Stop all: the grid follows, and a reload still shows every seat stopped.
+    page.click("a[title=Back]")
+    page.wait_for_selector("#live-indicator.on")
+    page.click("#stop-all")
+    page.click("#confirm-stop button[value=stop]")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.thumb .state.stopped').length === 3", timeout=60000
+    )
+    page.reload()
+    page.wait_for_selector(".thumb .state")
+    assert page.locator(".thumb .state.stopped").count() == 3
+    assert page.locator(".thumb img[src]").count() == 0, "no pictures asked of stopped screens"
+    screenshot(page, "classroom-stopped")
     teacher_context.close()
     student_context.close()

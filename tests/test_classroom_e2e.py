@@ -9,6 +9,7 @@ import time
 
 import pytest
 from PIL import Image as Picture
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import engine_id, wait_for_state
@@ -43,6 +44,19 @@ def poke(grant: dict, x: int, y: int) -> None:
         rfb.key(0x61, True)
         rfb.key(0x61, False)
         rfb.frame()
+
+
+def closes_soon(rfb: RFBClient, within: float = 5) -> bool:
+    """Does the proxy close this open connection within a few seconds?"""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            rfb.request_frame()
+            rfb.read_update()
+            time.sleep(0.2)
+    except ConnectionClosed:
+        return True
+    return False
 
 
 def test_a_class_of_five(engine, api_client, make_user):
@@ -139,7 +153,17 @@ def test_a_class_of_five(engine, api_client, make_user):
     from workspaces import teaching
 
     assert teaching.controlled_by(Workspace.objects.get(pk=second)) == "ms-lovelace"
-    assert tclient.post(f"/api/classrooms/{room['id']}/students/pupil2/release/").status_code == 204
+    # A second tab in control, still open: releasing the first leaves it and the notice.
+    student_url = f"/api/classrooms/{room['id']}/students/pupil2"
+    tab = tclient.post(
+        f"{student_url}/display-token/?session=tab-two", {"mode": "control"}, format="json"
+    ).json()
+    with RFBClient(tab["url"], tab["password"], origin=TEST_ORIGIN) as tab_two:
+        assert tclient.post(f"{student_url}/release/").status_code == 204
+        assert teaching.controlled_by(Workspace.objects.get(pk=second)) == "ms-lovelace"
+        assert not closes_soon(tab_two, within=2), "another session's release closed this tab"
+        assert tclient.post(f"{student_url}/release/?session=tab-two").status_code == 204
+        assert closes_soon(tab_two), "a released control session's connection stays open"
     assert teaching.controlled_by(Workspace.objects.get(pk=second)) is None
 
     # Demo: every student sees the teacher's screen and cannot touch it.
@@ -156,8 +180,18 @@ def test_a_class_of_five(engine, api_client, make_user):
             assert not rfb.frame().is_blank()
         poke(api_client.post(f"/api/classrooms/{room['id']}/demo/token/").json(), 700, 500)
     assert pointer(engine, mine) == (50, 60)
+    # Ending the demo closes the students' open connections, never the teacher's own.
+    grant = api_client.post(f"/api/classrooms/{room['id']}/demo/token/").json()
     api_client.force_authenticate(teacher)
-    assert tclient.delete(f"/api/classrooms/{room['id']}/demo/").status_code == 204
+    own = tclient.post(f"/api/workspaces/{mine}/display-token/", {"mode": "control"}, format="json").json()
+    with (
+        RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as watching,
+        RFBClient(own["url"], own["password"], origin=TEST_ORIGIN) as teachers_own,
+    ):
+        assert not watching.frame().is_blank()
+        assert tclient.delete(f"/api/classrooms/{room['id']}/demo/").status_code == 204
+        assert closes_soon(watching), "a student still sees the demo after it ended"
+        assert not closes_soon(teachers_own, within=2)
     api_client.force_authenticate(students[0])
     assert api_client.post(f"/api/classrooms/{room['id']}/demo/token/").status_code == 409
     api_client.force_authenticate(teacher)
@@ -189,3 +223,7 @@ def test_a_class_of_five(engine, api_client, make_user):
     assert tclient.post(f"/api/classrooms/{room['id']}/stop/").json() == {"stopping": CLASS_SIZE}
     for seat in seats.values():
         assert wait_for_state(seat.workspace_id, {"stopped"}).state == "stopped"
+    # The grid, reloaded, says so too; and a stopped screen has no thumbnail to ask for.
+    shown = tclient.get(f"/api/broadcasts/{broadcast_id}/").json()["students"]
+    assert {s["state"] for s in shown} == {"stopped"}
+    assert tclient.get(f"/api/classrooms/{room['id']}/students/pupil1/thumbnail.png").status_code == 409

@@ -6,17 +6,24 @@ views, which look classrooms up through ``teaching(user)``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import posixpath
+import time
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import Http404
 
 from . import lifecycle
 from .catalog import launchable
+from .events import class_group, publish_group
 from .models import (
+    ACTIVE_STATES,
     Broadcast,
     Classroom,
     Role,
@@ -24,7 +31,10 @@ from .models import (
     SeatState,
     User,
     Workspace,
+    WorkspaceState,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ClassroomError(ValueError):
@@ -49,6 +59,8 @@ def students_by_name(usernames: Iterable[str]) -> list[User]:
 
 def usernames_from_csv(text: str) -> list[str]:
     """The first column of each row; a header row named "username" is skipped."""
+    # Spreadsheets saving "CSV UTF-8" start the file with a byte order mark.
+    text = text.lstrip("\ufeff")
     rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
     if rows and rows[0][0].strip().lower() in ("username", "user", "login"):
         rows = rows[1:]
@@ -124,17 +136,241 @@ def broadcast(
     return sent
 
 
+# --- starting seats ---------------------------------------------------------------
+
+SLOTS_KEY = "lattice:start-slots"
+
+# Slots are leases in one sorted set (member -> expiry, Redis's own clock), so
+# the bound holds across every broadcast, retry and worker process, and a
+# worker that dies mid-start gives its slot back when the lease runs out.
+_ACQUIRE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ARGV[3])
+  return 1
+end
+return 0
+"""
+_REFRESH = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+return redis.call('ZADD', KEYS[1], 'XX', 'CH', t + tonumber(ARGV[1]), ARGV[2])
+"""
+_HOLDS = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > t then return 1 end
+return 0
+"""
+
+
+def lease_seconds() -> float:
+    """How long one start may hold its slot without renewing it: a spawn plus the file copy."""
+    return settings.LATTICE_SPAWN_TIMEOUT + 120
+
+
+class StartSlots:
+    """At most LATTICE_BROADCAST_CONCURRENCY seat starts at once, across the whole site."""
+
+    def __init__(self, client=None, limit: int | None = None):
+        self.redis = client or lifecycle.redis_client()
+        self.limit = limit if limit is not None else settings.LATTICE_BROADCAST_CONCURRENCY
+
+    def try_acquire(self, member: str) -> bool:
+        return bool(self.redis.eval(_ACQUIRE, 1, SLOTS_KEY, self.limit, lease_seconds(), member))
+
+    def acquire(self, member: str, wait: float, poll: float = 0.1) -> bool:
+        deadline = time.monotonic() + wait
+        while not self.try_acquire(member):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def refresh(self, member: str) -> None:
+        self.redis.eval(_REFRESH, 1, SLOTS_KEY, lease_seconds(), member)
+
+    def release(self, member: str) -> None:
+        self.redis.zrem(SLOTS_KEY, member)
+
+    def holds(self, member: str) -> bool:
+        return bool(self.redis.eval(_HOLDS, 1, SLOTS_KEY, member))
+
+
+def seat_slot(seat_id: int) -> str:
+    return f"seat:{seat_id}"
+
+
+def displayed_state(seat: Seat) -> tuple[str, str]:
+    """What the grid shows: once a seat's start is over, its workspace says where it is.
+
+    A student restarts a stopped workspace, "stop all" stops it, reconcile
+    finds it dead: the seat row keeps how the broadcast went, the workspace
+    how it is now.
+    """
+    ws = seat.workspace
+    if seat.state not in (SeatState.RUNNING, SeatState.STOPPED, SeatState.FAILED):
+        return seat.state, seat.message
+    if ws is None or ws.deleting:
+        if seat.state == SeatState.RUNNING:
+            return SeatState.STOPPED, "Deleted"
+        return seat.state, seat.message
+    state = {
+        WorkspaceState.PENDING: SeatState.STARTING,
+        WorkspaceState.STARTING: SeatState.STARTING,
+        WorkspaceState.RUNNING: SeatState.RUNNING,
+        WorkspaceState.STOPPING: SeatState.STOPPED,
+        WorkspaceState.STOPPED: SeatState.STOPPED,
+        WorkspaceState.FAILED: SeatState.FAILED,
+    }[ws.state]
+    if state == seat.state or (seat.state == SeatState.FAILED and state == SeatState.STOPPED):
+        return seat.state, seat.message  # a failed seat keeps its reason, and its Retry
+    return state, ws.message
+
+
+def seat_event(seat: Seat) -> dict:
+    state, message = displayed_state(seat)
+    ws = seat.workspace
+    return {
+        "type": "seat",
+        "broadcast": seat.broadcast_id,
+        "student": seat.student.username,
+        "state": state,
+        "message": message,
+        "workspace": seat.workspace_id,
+        "progress": ws.progress if ws else 0,
+        "files": seat.files,
+        "attempts": seat.attempts,
+    }
+
+
+def publish_seat(seat: Seat) -> None:
+    publish_group(class_group(seat.broadcast.classroom_id), seat_event(seat))
+
+
+def move_seat(seat: Seat, expected: Iterable[str], **fields) -> bool:
+    """Conditional seat update; on success the class's teachers hear of it."""
+    if Seat.objects.filter(pk=seat.pk, state__in=list(expected)).update(**fields) != 1:
+        return False
+    for name, value in fields.items():
+        setattr(seat, name, value)
+    publish_seat(seat)
+    return True
+
+
+def fail_stale_seats(classroom: Classroom | None = None) -> int:
+    """Seats left "starting" by a worker that died: failed, so the teacher can retry them.
+
+    A live start always holds its slot's lease; a seat starting without one
+    has nobody working on it. Reconcile calls this for the whole site.
+    """
+    slots = StartSlots()
+    seats = Seat.objects.filter(state=SeatState.STARTING).select_related("broadcast", "student", "workspace")
+    if classroom is not None:
+        seats = seats.filter(broadcast__classroom=classroom)
+    failed = 0
+    for seat in seats:
+        if not slots.holds(seat_slot(seat.pk)) and move_seat(
+            seat,
+            [SeatState.STARTING],
+            state=SeatState.FAILED,
+            message="The start was interrupted (a worker stopped); retry it.",
+        ):
+            failed += 1
+    return failed
+
+
 def retry(seat: Seat) -> None:
+    """Start one student's seat again, replacing a workspace that failed; nobody else is touched."""
     from .tasks import start_seat
 
-    if (
-        Seat.objects.filter(pk=seat.pk, state=SeatState.FAILED).update(
-            state=SeatState.QUEUED, message="Queued"
-        )
-        != 1
-    ):
+    fail_stale_seats_of(seat)
+    seat = Seat.objects.select_related("workspace", "broadcast", "student").get(pk=seat.pk)
+    old = seat.workspace
+    if seat.state != SeatState.FAILED:
         raise lifecycle.WrongState("Only a failed student's start can be retried.")
+    if old is not None and not old.deleting and old.state == WorkspaceState.RUNNING:
+        # It came up after all (e.g. the student started it): nothing to start.
+        move_seat(seat, [SeatState.FAILED], state=SeatState.RUNNING, message="Running")
+        return
+    if not move_seat(seat, [SeatState.FAILED], state=SeatState.QUEUED, message="Queued", workspace=None):
+        raise lifecycle.WrongState("Only a failed student's start can be retried.")
+    if old is not None:
+        _discard(old)
     transaction.on_commit(lambda: start_seat.delay(seat.pk))
+
+
+def fail_stale_seats_of(seat: Seat) -> None:
+    if seat.state == SeatState.STARTING and not StartSlots().holds(seat_slot(seat.pk)):
+        move_seat(
+            seat,
+            [SeatState.STARTING],
+            state=SeatState.FAILED,
+            message="The start was interrupted (a worker stopped); retry it.",
+        )
+
+
+def _discard(workspace: Workspace) -> None:
+    """Remove a failed seat's workspace (containers and network; never the data volume)."""
+    from .tasks import remove_workspace
+
+    was_starting = workspace.state == WorkspaceState.STARTING
+    try:
+        lifecycle.delete(workspace)
+    except lifecycle.WrongState:
+        return  # already being deleted
+    if was_starting:
+        # Its start died with its worker, so nobody else will carry out the delete.
+        transaction.on_commit(lambda: remove_workspace.delay(workspace.pk))
+
+
+def make_room(seat: Seat) -> None:
+    """Stop what keeps the student at LATTICE_MAX_RUNNING_WORKSPACES, if the class started it.
+
+    Only the class's earlier broadcast workspaces of this student are stopped,
+    oldest first and only as many as needed; a student's own workspaces are
+    never touched (create_seat_workspace then fails the seat, saying so).
+    """
+    limit = settings.LATTICE_MAX_RUNNING_WORKSPACES
+    active = Workspace.objects.visible().filter(owner=seat.student, state__in=ACTIVE_STATES)
+    excess = active.count() - limit + 1
+    if excess > 0:
+        earlier = Seat.objects.filter(
+            broadcast__classroom_id=seat.broadcast.classroom_id, student=seat.student
+        ).exclude(broadcast=seat.broadcast)
+        for workspace in active.filter(pk__in=earlier.values("workspace_id")).order_by("created")[:excess]:
+            with contextlib.suppress(lifecycle.WrongState):  # stopped meanwhile
+                lifecycle.stop(workspace)
+
+
+def create_seat_workspace(seat: Seat) -> Workspace | None:
+    """The seat's workspace row, or None when the seat was stopped meanwhile.
+
+    OverLimit when the student runs as many workspaces as allowed: counted
+    under the student's row lock, as a launch from their dashboard is.
+    """
+    sent = seat.broadcast
+    limit = settings.LATTICE_MAX_RUNNING_WORKSPACES
+    with transaction.atomic():
+        User.objects.select_for_update().filter(pk=seat.student_id).first()
+        running = Workspace.objects.visible().filter(owner=seat.student, state__in=ACTIVE_STATES).count()
+        if running >= limit:
+            raise lifecycle.OverLimit(
+                f"{seat.student.username} already runs {running} other workspace(s), the most allowed "
+                f"is {limit}: ask them to stop one, then retry."
+            )
+        workspace = lifecycle.create_workspace(seat.student, sent.display, list(sent.apps.all()))
+        if Seat.objects.filter(pk=seat.pk, state=SeatState.STARTING).update(workspace=workspace) != 1:
+            transaction.set_rollback(True)
+            return None
+    seat.workspace = workspace
+    return workspace
+
+
+# --- the class's workspaces ----------------------------------------------------------
 
 
 def class_workspaces(classroom: Classroom) -> QuerySet[Workspace]:
@@ -144,6 +380,16 @@ def class_workspaces(classroom: Classroom) -> QuerySet[Workspace]:
 
 
 def stop_all(classroom: Classroom) -> int:
+    """Stop every workspace the class's broadcasts started, and cancel the starts still queued."""
+    # Seats first: a start under way sees its seat stopped and goes no further
+    # (or, when its workspace exists already, that workspace is stopped below).
+    moved = []
+    for seat in Seat.objects.filter(
+        broadcast__classroom=classroom, state__in=[SeatState.QUEUED, SeatState.STARTING, SeatState.RUNNING]
+    ):
+        message = "Cancelled: the class was stopped" if seat.state == SeatState.QUEUED else "Stopped"
+        if Seat.objects.filter(pk=seat.pk, state=seat.state).update(state=SeatState.STOPPED, message=message):
+            moved.append(seat.pk)
     stopped = 0
     for workspace in class_workspaces(classroom):
         try:
@@ -151,17 +397,19 @@ def stop_all(classroom: Classroom) -> int:
             stopped += 1
         except lifecycle.WrongState:
             pass  # already stopped or stopping
+    for seat in Seat.objects.filter(pk__in=moved).select_related("broadcast", "student", "workspace"):
+        publish_seat(seat)
     return stopped
 
 
 def student_workspace(classroom: Classroom, username: str) -> Workspace:
-    """The newest broadcast workspace of one student of the class (404 otherwise)."""
-    from django.http import Http404
-
+    """The newest broadcast workspace of one current student of the class (404 otherwise)."""
     seat = (
         Seat.objects.filter(
             broadcast__classroom=classroom,
             student__username=username.lower(),
+            # A student who left the class is nobody's to watch any more.
+            student__in=classroom.students.all(),
             workspace__isnull=False,
             workspace__deleting=False,
         )
@@ -175,4 +423,8 @@ def student_workspace(classroom: Classroom, username: str) -> Workspace:
 
 
 def latest_broadcast(classroom: Classroom) -> Broadcast | None:
-    return classroom.broadcasts.select_related("display").prefetch_related("apps").first()
+    return (
+        classroom.broadcasts.select_related("display")
+        .prefetch_related("apps", "seats__student", "seats__workspace")
+        .first()
+    )

@@ -464,13 +464,13 @@ def _start_seat(seat_id: int, still_working) -> None:
             return
         statuses = [f["status"] for f in files]
         seat.files = {status: statuses.count(status) for status in ("copied", "beside", "same")}
+    classrooms.make_room(seat)
+    still_working()
     try:
-        classrooms.make_room(seat)
+        ws = classrooms.create_seat_workspace(seat)
     except lifecycle.OverLimit as exc:
         _seat_update(seat, state=SeatState.FAILED, message=str(exc), files=seat.files)
         return
-    still_working()
-    ws = classrooms.create_seat_workspace(seat)
     if ws is None or not _seat_update(seat, files=seat.files, message="Starting the workspace"):
         return  # stopped meanwhile; "stop all" stops the workspace too
     spawn_workspace(ws.pk)

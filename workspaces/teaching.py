@@ -1,54 +1,170 @@
-"""What a teacher does to students' screens: view, take control, show their own.
+"""What a teacher does to students' screens, and what the students are told.
 
-Tokens come from the same single-use display-token mechanism as a student's
-own; "view" tokens carry the VNC view-only password, which the VNC server
-enforces, so neither a watching teacher nor a student in demo mode can send
-input that reaches a desktop.
+View, take control, show their own screen. Tokens come from the same
+single-use display-token mechanism as a student's own; "view" tokens carry
+the VNC view-only password, which the VNC server enforces, so neither a
+watching teacher nor a student in demo mode can send input that reaches a
+desktop.
+
+What a student must know outlives any one page: who controls their screen, a
+workspace a broadcast opened for them, a demo under way. It is kept in Redis
+and read back by every page (``pending``), so a reload or a page opened a
+moment too late still shows it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 
-from . import lifecycle
+from . import display_tokens, lifecycle
 from .events import publish, publish_group, user_group
-from .models import Classroom, User, Workspace, WorkspaceState
+from .models import Classroom, Seat, User, Workspace, WorkspaceState
 
 DEMO_KEY = "lattice:demo:"
 CONTROL_KEY = "lattice:control:"
+NOTICES_KEY = "lattice:notices:"
+# A control session that never said goodbye (a crashed browser) ends by itself.
+CONTROL_TTL = 3600
+NOTICE_TTL = 24 * 3600
+SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def start_control(classroom: Classroom, teacher: User, workspace: Workspace) -> None:
-    """Tell the student, visibly, that a teacher controls their screen."""
-    lifecycle.redis_client().set(f"{CONTROL_KEY}{workspace.pk}", teacher.username, ex=3600)
-    publish(
-        workspace.owner_id,
-        {
-            "type": "control",
-            "active": True,
-            "by": teacher.username,
-            "workspace": workspace.pk,
-            "message": f"{teacher.username} is controlling your screen.",
-        },
-    )
+class BadSession(ValueError):
+    """A control session id that is not ours (HTTP 400)."""
 
 
-def end_control(workspace: Workspace) -> None:
-    lifecycle.redis_client().delete(f"{CONTROL_KEY}{workspace.pk}")
-    publish(
-        workspace.owner_id,
-        {
-            "type": "control",
-            "active": False,
-            "workspace": workspace.pk,
-            "message": "Your teacher no longer controls your screen.",
-        },
-    )
+# --- take control ---------------------------------------------------------------
+
+
+def _control_member(session: str, teacher: str) -> str:
+    return json.dumps([session, teacher])
+
+
+def _controllers(client, key: str) -> list[str]:
+    client.zremrangebyscore(key, "-inf", time.time())
+    return sorted({json.loads(m)[1] for m in client.zrange(key, 0, -1)})
+
+
+def control_scope(workspace: Workspace, teacher: User, session: str) -> str:
+    """The display-token scope of one control session: ending it closes its connections."""
+    return f"control:{workspace.pk}:{teacher.username}:{check_session(session)}"
+
+
+def demo_scope(classroom: Classroom) -> str:
+    return f"demo:{classroom.pk}"
+
+
+def check_session(session: str) -> str:
+    if not SESSION.fullmatch(session or ""):
+        raise BadSession("A control session is 1 to 64 letters, digits, '-' or '_'.")
+    return session
+
+
+def start_control(classroom: Classroom, teacher: User, workspace: Workspace, session: str = "api") -> None:
+    """Tell the student, visibly, that a teacher controls their screen.
+
+    Each viewer page is one session (a reconnect renews it): the notice lasts
+    while any session does, so closing one of two teacher tabs ends nothing.
+    """
+    client = lifecycle.redis_client()
+    key = f"{CONTROL_KEY}{workspace.pk}"
+    client.zadd(key, {_control_member(check_session(session), teacher.username): time.time() + CONTROL_TTL})
+    client.expire(key, CONTROL_TTL)
+    _announce_control(workspace, _controllers(client, key))
+
+
+def end_control(workspace: Workspace, teacher: User, session: str = "api") -> bool:
+    """End one session, and its connections; True when nobody controls the screen any more."""
+    client = lifecycle.redis_client()
+    key = f"{CONTROL_KEY}{workspace.pk}"
+    client.zrem(key, _control_member(check_session(session), teacher.username))
+    display_tokens.revoke_scope(client, control_scope(workspace, teacher, session))
+    left = _controllers(client, key)
+    _announce_control(workspace, left)
+    return not left
 
 
 def controlled_by(workspace: Workspace) -> str | None:
-    name = lifecycle.redis_client().get(f"{CONTROL_KEY}{workspace.pk}")
-    return name.decode() if name else None
+    names = _controllers(lifecycle.redis_client(), f"{CONTROL_KEY}{workspace.pk}")
+    return ", ".join(names) or None
+
+
+def _control_notice(workspace: Workspace, names: list[str]) -> dict:
+    if names:
+        return {
+            "type": "control",
+            "active": True,
+            "by": ", ".join(names),
+            "workspace": workspace.pk,
+            "message": f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} controlling your screen.",
+        }
+    return {
+        "type": "control",
+        "active": False,
+        "workspace": workspace.pk,
+        "message": "Your teacher no longer controls your screen.",
+    }
+
+
+def _announce_control(workspace: Workspace, names: list[str]) -> None:
+    publish(workspace.owner_id, _control_notice(workspace, names))
+
+
+# --- a broadcast opened a workspace ---------------------------------------------
+
+
+def notify_opened(seat: Seat) -> None:
+    """Tell the student their teacher started a workspace for them, until they open or dismiss it."""
+    sent = seat.broadcast
+    notice = {
+        "type": "notice",
+        "id": seat.workspace_id,
+        "workspace": seat.workspace_id,
+        "message": f"{sent.teacher.username} started {sent.display.title} for {sent.classroom.name}.",
+        "open": f"/workspaces/{seat.workspace_id}/",
+    }
+    client = lifecycle.redis_client()
+    key = f"{NOTICES_KEY}{seat.student_id}"
+    client.hset(key, str(seat.workspace_id), json.dumps(notice))
+    client.expire(key, NOTICE_TTL)
+    publish(seat.student_id, notice)
+
+
+def dismiss(user: User, notice_id: int) -> None:
+    lifecycle.redis_client().hdel(f"{NOTICES_KEY}{user.pk}", str(notice_id))
+
+
+def pending(user: User) -> dict:
+    """Everything a page must show this user at load: notices, control, demos."""
+    client = lifecycle.redis_client()
+    key = f"{NOTICES_KEY}{user.pk}"
+    stored = {int(k): json.loads(v) for k, v in client.hgetall(key).items()}
+    running = {
+        ws.pk: ws for ws in Workspace.objects.visible().filter(owner=user, state=WorkspaceState.RUNNING)
+    }
+    gone = [str(pk) for pk in stored if pk not in running]
+    if gone:
+        client.hdel(key, *gone)  # stopped or deleted since: nothing left to open
+    control = []
+    for ws in running.values():
+        names = _controllers(client, f"{CONTROL_KEY}{ws.pk}")
+        if names:
+            control.append(_control_notice(ws, names))
+    demos = [
+        _demo_event(classroom, active=True)
+        for classroom in user.classrooms.all()
+        if client.exists(f"{DEMO_KEY}{classroom.pk}")
+    ]
+    return {
+        "notices": [notice for pk, notice in sorted(stored.items()) if pk in running],
+        "control": control,
+        "demos": demos,
+    }
+
+
+# --- show my screen ---------------------------------------------------------------
 
 
 def start_demo(classroom: Classroom, workspace: Workspace) -> None:
@@ -61,7 +177,11 @@ def start_demo(classroom: Classroom, workspace: Workspace) -> None:
 
 
 def end_demo(classroom: Classroom) -> None:
-    lifecycle.redis_client().delete(f"{DEMO_KEY}{classroom.pk}")
+    client = lifecycle.redis_client()
+    client.delete(f"{DEMO_KEY}{classroom.pk}")
+    # The students' demo tokens, and their open connections, end here; the
+    # teacher's own connections to the workspace are not in the scope and stay.
+    display_tokens.revoke_scope(client, demo_scope(classroom))
     _announce_demo(classroom, active=False)
 
 
@@ -72,14 +192,18 @@ def demo_workspace(classroom: Classroom) -> Workspace | None:
     return Workspace.objects.visible().filter(pk=json.loads(raw)["workspace"]).first()
 
 
-def _announce_demo(classroom: Classroom, active: bool) -> None:
-    event = {
+def _demo_event(classroom: Classroom, active: bool) -> dict:
+    return {
         "type": "demo",
         "active": active,
         "classroom": classroom.pk,
         "name": classroom.name,
         "open": f"/classrooms/{classroom.pk}/demo/",
     }
+
+
+def _announce_demo(classroom: Classroom, active: bool) -> None:
+    event = _demo_event(classroom, active)
     for student_id in classroom.students.values_list("pk", flat=True):
         publish_group(user_group(student_id), event)
 
@@ -89,4 +213,4 @@ def demo_token(classroom: Classroom) -> tuple[str, str]:
     workspace = demo_workspace(classroom)
     if workspace is None:
         raise lifecycle.WrongState("Your teacher is not showing a screen right now.")
-    return lifecycle.issue_display_token(workspace, "view")
+    return lifecycle.issue_display_token(workspace, "view", scopes=(demo_scope(classroom),))

@@ -180,6 +180,8 @@ def saved_image(request: HttpRequest, pk: int) -> HttpResponse:
 def classroom_page(request: HttpRequest, pk: int) -> HttpResponse:
     classroom = get_object_or_404(classrooms.teaching(request.user), pk=pk)
     images = list(launchable(request.user))
+    # A start whose worker died shows as failed, with Retry, rather than "starting" for ever.
+    classrooms.fail_stale_seats(classroom)
     latest = classrooms.latest_broadcast(classroom)
     return render(
         request,
@@ -201,10 +203,15 @@ def classroom_page(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.TEACHER)
 def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse:
     """A student's screen, large: view by default, ?mode=control to take control."""
+    from secrets import token_urlsafe
+
     classroom = get_object_or_404(classrooms.teaching(request.user), pk=pk)
     workspace = classrooms.student_workspace(classroom, username)
     mode = "control" if request.GET.get("mode") == "control" else "view"
     base = f"/api/classrooms/{classroom.pk}/students/{username}"
+    # This page is one control session: its reconnects renew it, closing it
+    # ends only it (another tab of the teacher's may still be in control).
+    session = f"?session={token_urlsafe(12)}" if mode == "control" else ""
     return render(
         request,
         "workspaces/viewer.html",
@@ -212,8 +219,8 @@ def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse
             "workspace": workspace,
             "initial": WorkspaceSerializer(workspace).data,
             "mode": mode,
-            "token_url": f"{base}/display-token/",
-            "release_url": f"{base}/release/" if mode == "control" else "",
+            "token_url": f"{base}/display-token/{session}",
+            "release_url": f"{base}/release/{session}" if mode == "control" else "",
             "back_url": reverse("classroom", args=[classroom.pk]),
             "title": f"{username}'s screen",
             "switch_url": f"?mode={'view' if mode == 'control' else 'control'}",

@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,10 @@ def _guard(action):
         raise Conflict(str(exc)) from None
     except lifecycle.NotAllowed as exc:
         raise PermissionDenied(str(exc)) from None
+    except lifecycle.NoSuchImage as exc:
+        raise NotFound(str(exc)) from None
+    except teaching.BadSession as exc:
+        raise serializers.ValidationError({"detail": str(exc)}) from None
 
 
 def _taught(request: Request, pk: int) -> Classroom:
@@ -138,12 +142,22 @@ class BroadcastRequest(serializers.Serializer):
 
 
 class SeatSerializer(serializers.ModelSerializer):
+    """One student's part; once started, its state follows the workspace (stopped, restarted…)."""
+
     username = serializers.CharField(source="student.username")
+    state = serializers.SerializerMethodField()
+    message = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Seat
         fields = ["username", "workspace", "state", "message", "progress", "files", "attempts"]
+
+    def get_state(self, seat: Seat) -> str:
+        return classrooms.displayed_state(seat)[0]
+
+    def get_message(self, seat: Seat) -> str:
+        return classrooms.displayed_state(seat)[1]
 
     def get_progress(self, seat: Seat) -> int:
         return seat.workspace.progress if seat.workspace else 0
@@ -185,15 +199,19 @@ class BroadcastDetail(APIView):
 
 
 class RetrySeat(APIView):
+    """Start one failed (or interrupted) student's seat again; the failed workspace is removed."""
+
     @extend_schema(request=None, responses={202: SeatSerializer})
     def post(self, request: Request, pk: int, username: str) -> Response:
         seat = get_object_or_404(_broadcast(request, pk).seats, student__username=username.lower())
         _guard(lambda: classrooms.retry(seat))
-        seat.refresh_from_db()
+        seat = Seat.objects.select_related("student", "workspace").get(pk=seat.pk)
         return Response(SeatSerializer(seat).data, status=202)
 
 
 class StopClass(APIView):
+    """Stop every workspace the class's broadcasts started; starts still queued are cancelled."""
+
     @extend_schema(request=None, responses={202: None})
     def post(self, request: Request, pk: int) -> Response:
         stopped = classrooms.stop_all(_taught(request, pk))
@@ -216,6 +234,12 @@ class ScreenToken(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["view", "control"], default="view")
 
 
+def _control_session(request: Request) -> str:
+    """Which of the teacher's pages controls: the viewer page names itself in the URL."""
+    body = request.data if hasattr(request.data, "get") else {}
+    return request.query_params.get("session") or body.get("session") or "api"
+
+
 def _student_workspace(request: Request, pk: int, username: str) -> tuple[Classroom, Workspace]:
     classroom = _taught(request, pk)
     return classroom, classrooms.student_workspace(classroom, username)
@@ -230,17 +254,22 @@ class StudentScreenToken(APIView):
         body = ScreenToken(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
-        token, password = _guard(lambda: lifecycle.issue_display_token(workspace, mode))
+        session = _guard(lambda: teaching.check_session(_control_session(request)))
+        # A control connection belongs to its session: releasing that closes it.
+        scopes = (teaching.control_scope(workspace, request.user, session),) if mode == "control" else ()
+        token, password = _guard(lambda: lifecycle.issue_display_token(workspace, mode, scopes=scopes))
         if mode == "control":
-            teaching.start_control(classroom, request.user, workspace)
+            teaching.start_control(classroom, request.user, workspace, session)
         return Response(token_response(request, token, password, mode))
 
 
 class ReleaseControl(APIView):
+    """End one control session (?session=, as the viewer page sends it when it closes)."""
+
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
         _, workspace = _student_workspace(request, pk, username)
-        teaching.end_control(workspace)
+        _guard(lambda: teaching.end_control(workspace, request.user, _control_session(request)))
         return Response(status=204)
 
 
@@ -294,3 +323,18 @@ class DemoToken(APIView):
         classroom = get_object_or_404(request.user.classrooms.all(), pk=pk)
         token, password = _guard(lambda: teaching.demo_token(classroom))
         return Response(token_response(request, token, password, "view"))
+
+
+class Notices(APIView):
+    """What a page must show at load: workspaces a broadcast opened, control, demos."""
+
+    @extend_schema(responses={200: None})
+    def get(self, request: Request) -> Response:
+        return Response(teaching.pending(request.user))
+
+
+class DismissNotice(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        teaching.dismiss(request.user, pk)
+        return Response(status=204)

@@ -56,6 +56,8 @@ urlpatterns = [
         classrooms.RetrySeat.as_view(),
         name="api-seat-retry",
     ),
+    path("notices/", classrooms.Notices.as_view(), name="api-notices"),
+    path("notices/<int:pk>/", classrooms.DismissNotice.as_view(), name="api-notice"),
     path("admin/images/", admin_catalog.CatalogList.as_view(), name="api-admin-images"),
     path("admin/images/engine/", admin_catalog.EngineImages.as_view(), name="api-admin-engine-images"),
     path("admin/images/build/", admin_catalog.CatalogBuild.as_view(), name="api-admin-build"),

@@ -1,0 +1,354 @@
+"""Broadcast starts without containers: a fake engine that subclasses the real
+DockerBackend (only the calls a start makes are replaced), Celery eager, and
+the real Redis of the test run for the start slots and the notices."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from django.db import connections
+
+from tests.fakes import use_engine
+from workspaces import classrooms, lifecycle, tasks, teaching
+from workspaces.engine.base import StartFailed
+from workspaces.engine.docker_backend import DockerBackend
+from workspaces.engine.specs import ContainerState
+from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class CountingBackend(DockerBackend):
+    """Starts take a moment and are counted while in flight; nothing touches Docker."""
+
+    delay = 0.25
+    fail_for: set[str] = set()  # owners whose next start fails
+    lock = threading.Lock()
+    in_flight = 0
+    peak = 0
+    started: list[str] = []  # owners, in order
+    stopped: list[str] = []
+    removed: list[str] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.in_flight = cls.peak = 0
+        cls.fail_for = set()
+        cls.started, cls.stopped, cls.removed = [], [], []
+
+    def start(self, spec, progress=None, timeout=60):
+        with self.lock:
+            type(self).in_flight += 1
+            type(self).peak = max(type(self).peak, self.in_flight)
+        try:
+            if progress:
+                progress(50, "Starting the display")
+            time.sleep(self.delay)
+            with self.lock:
+                if spec.owner in self.fail_for:
+                    self.fail_for.discard(spec.owner)
+                    raise StartFailed(f"the display of {spec.owner} exited")
+                self.started.append(spec.owner)
+        finally:
+            with self.lock:
+                type(self).in_flight -= 1
+        # Both shapes of endpoint (TCP, and the unix socket the engine moves to).
+        return SimpleNamespace(host="10.9.0.2", port=5900, path=f"/run/lattice/{spec.workspace_id}.sock")
+
+    def stop(self, workspace_id: str) -> None:
+        self.stopped.append(workspace_id)
+
+    def remove(self, workspace_id: str) -> None:
+        self.removed.append(workspace_id)
+
+    def containers(self, workspace_id: str) -> list[ContainerState]:
+        return [ContainerState(name="display", image="lattice/desktop:latest", state="stopped")]
+
+    def copy_data(self, src_owner, src_path, dst_owner, dst_path):
+        return [{"path": "main.py", "status": "copied", "sha256": "x", "source_sha256": "x"}]
+
+
+@pytest.fixture
+def fake_engine(settings):
+    from portal.celery import app
+
+    settings.LATTICE_BROADCAST_CONCURRENCY = 2
+    use_engine(settings, CountingBackend)
+    CountingBackend.reset()
+    was_eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    lifecycle.redis_client().delete(classrooms.SLOTS_KEY)
+    yield CountingBackend
+    app.conf.task_always_eager = was_eager
+    lifecycle.redis_client().delete(classrooms.SLOTS_KEY)
+
+
+@pytest.fixture
+def desktop(db):
+    return Image.objects.create(
+        slug="desktop", reference="lattice/desktop:latest", kind="display", title="Desktop"
+    )
+
+
+def make_class(make_user, teacher, name: str, size: int) -> Classroom:
+    room = Classroom.objects.create(name=name)
+    room.teachers.add(teacher)
+    room.students.add(*[make_user(f"{name.lower()}{n}") for n in range(1, size + 1)])
+    return room
+
+
+def states(sent: Broadcast) -> dict[str, str]:
+    return {
+        seat.student.username: classrooms.displayed_state(seat)[0]
+        for seat in Seat.objects.filter(broadcast=sent).select_related("student", "workspace")
+    }
+
+
+def in_thread(target, *args) -> threading.Thread:
+    def run():
+        try:
+            target(*args)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_start_bound_holds_across_two_classes_and_a_retry(fake_engine, make_user, teacher, desktop):
+    first = make_class(make_user, teacher, "Alpha", 4)
+    second = make_class(make_user, teacher, "Beta", 4)
+    a = classrooms.broadcast(first, teacher, "desktop")  # eager: starts before it returns
+    assert set(states(a).values()) == {"running"}
+    fake_engine.reset()
+    fake_engine.fail_for = set()
+    # Now two classes at once, and a retry of a failed seat of the first class.
+    failed = Seat.objects.get(broadcast=a, student__username="alpha1")
+    Seat.objects.filter(pk=failed.pk).update(state="failed", message="it broke")
+    Workspace.objects.filter(pk=failed.workspace_id).update(state="failed")
+    b1 = Broadcast.objects.create(classroom=second, teacher=teacher, display=desktop)
+    b2 = Broadcast.objects.create(classroom=first, teacher=teacher, display=desktop)
+    for room, sent in ((second, b1), (first, b2)):
+        Seat.objects.bulk_create(
+            [Seat(broadcast=sent, student=s) for s in room.students.exclude(username="alpha1")]
+        )
+    threads = [
+        in_thread(tasks.run_broadcast, b1.pk),
+        in_thread(tasks.run_broadcast, b2.pk),
+        in_thread(classrooms.retry, failed),
+    ]
+    for thread in threads:
+        thread.join(30)
+    assert len(fake_engine.started) == 4 + 3 + 1
+    assert fake_engine.peak == 2, "two broadcasts and a retry must share LATTICE_BROADCAST_CONCURRENCY"
+    assert set(states(b1).values()) == set(states(b2).values()) == {"running"}
+    assert lifecycle.redis_client().zcard(classrooms.SLOTS_KEY) == 0, "every slot given back"
+
+
+def test_a_slot_of_a_dead_worker_comes_back_when_its_lease_ends(fake_engine, settings):
+    slots = classrooms.StartSlots(limit=1)
+    assert slots.try_acquire("seat:1")
+    assert not slots.try_acquire("seat:2")
+    # A worker died holding seat:1: its lease runs out (here: made to).
+    lifecycle.redis_client().zadd(classrooms.SLOTS_KEY, {"seat:1": 1})
+    assert not slots.holds("seat:1")
+    assert slots.try_acquire("seat:2")
+
+
+def test_a_failed_seat_is_retried_without_touching_the_others(fake_engine, make_user, teacher, desktop):
+    room = make_class(make_user, teacher, "Gamma", 3)
+    fake_engine.fail_for = {"gamma2"}
+    sent = classrooms.broadcast(room, teacher, "desktop")
+    assert states(sent) == {"gamma1": "running", "gamma2": "failed", "gamma3": "running"}
+    seat = Seat.objects.select_related("workspace").get(broadcast=sent, student__username="gamma2")
+    assert "exited" in seat.message
+    failed_ws = seat.workspace
+    others = dict(
+        Seat.objects.filter(broadcast=sent).exclude(pk=seat.pk).values_list("student__username", "workspace")
+    )
+    fake_engine.reset()
+
+    classrooms.retry(seat)
+
+    seat.refresh_from_db()
+    assert (seat.state, seat.attempts) == ("running", 2)
+    assert seat.workspace_id != failed_ws.pk
+    assert fake_engine.started == ["gamma2"], "only the failed student started again"
+    # The failed workspace is removed (its containers; its row), not left to pile up.
+    assert fake_engine.removed == [failed_ws.engine_id]
+    assert not Workspace.objects.filter(pk=failed_ws.pk).exists()
+    assert (
+        dict(
+            Seat.objects.filter(broadcast=sent)
+            .exclude(pk=seat.pk)
+            .values_list("student__username", "workspace")
+        )
+        == others
+    )
+    assert Workspace.objects.filter(owner__username="gamma2").count() == 1
+
+
+def test_a_seat_that_failed_without_an_event_still_reaches_the_grid(fake_engine, make_user, teacher, desktop):
+    from unittest import mock
+
+    room = make_class(make_user, teacher, "Delta", 1)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    seat = Seat.objects.create(broadcast=sent, student=room.students.get())
+    with (
+        mock.patch.object(classrooms, "make_room", side_effect=RuntimeError("database went away")),
+        mock.patch.object(classrooms, "publish_group") as sent_events,
+    ):
+        tasks.run_broadcast(sent.pk)
+    seat.refresh_from_db()
+    assert seat.state == "failed" and "database went away" in seat.message
+    last = sent_events.call_args_list[-1].args[1]
+    assert (last["type"], last["student"], last["state"]) == ("seat", "delta1", "failed")
+
+
+def test_a_seat_left_starting_by_a_dead_worker_can_be_retried(
+    fake_engine, make_user, teacher, desktop, api_client
+):
+    room = make_class(make_user, teacher, "Eps", 2)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    stuck_ws = Workspace.objects.create(owner=room.students.first(), display=desktop, state="starting")
+    stuck = Seat.objects.create(
+        broadcast=sent, student=room.students.first(), state="starting", workspace=stuck_ws
+    )
+    alive = Seat.objects.create(broadcast=sent, student=room.students.last(), state="starting")
+    classrooms.StartSlots().try_acquire(classrooms.seat_slot(alive.pk))  # its worker is still on it
+
+    assert classrooms.fail_stale_seats() == 1
+    stuck.refresh_from_db()
+    alive.refresh_from_db()
+    assert stuck.state == "failed" and "interrupted" in stuck.message
+    assert alive.state == "starting"
+
+    api_client.force_authenticate(teacher)
+    response = api_client.post(f"/api/broadcasts/{sent.pk}/students/eps1/retry/")
+    assert response.status_code == 202
+    stuck.refresh_from_db()
+    assert stuck.state == "running" and stuck.workspace_id != stuck_ws.pk
+    # The half-started workspace of the dead worker is removed, not left starting.
+    assert stuck_ws.engine_id in fake_engine.removed
+    assert not Workspace.objects.filter(pk=stuck_ws.pk).exists()
+    # A seat whose start is alive is not retried under its worker's feet.
+    assert api_client.post(f"/api/broadcasts/{sent.pk}/students/eps2/retry/").status_code == 409
+
+
+def test_a_broadcast_of_the_teachers_own_saved_image(fake_engine, make_user, teacher, desktop, api_client):
+    mine = Image.objects.create(
+        slug="teach/my-desktop:1",
+        reference="lattice-saved/teach/my-desktop:1",
+        kind="display",
+        title="My desktop",
+        owner=teacher,
+        name="my-desktop",
+        version=1,
+    )
+    tool = Image.objects.create(
+        slug="teach/my-tool:1",
+        reference="lattice-saved/teach/my-tool:1",
+        kind="app",
+        title="My tool",
+        owner=teacher,
+        name="my-tool",
+        version=1,
+    )
+    room = make_class(make_user, teacher, "Zeta", 2)
+    sent = classrooms.broadcast(room, teacher, "teach/my-desktop:1", ["teach/my-tool:1"])
+    assert set(states(sent).values()) == {"running"}
+    for ws in Workspace.objects.filter(owner__classrooms=room):
+        assert ws.display == mine and list(ws.apps.all()) == [tool]
+    # A co-teacher cannot send it: for them it does not exist.
+    other = make_user("other-teach", role="teacher")
+    room.teachers.add(other)
+    api_client.force_authenticate(other)
+    response = api_client.post(
+        f"/api/classrooms/{room.pk}/broadcasts/", {"display": "teach/my-desktop:1"}, format="json"
+    )
+    assert response.status_code == 404
+    assert Broadcast.objects.filter(classroom=room).count() == 1
+
+
+def test_a_broadcast_keeps_students_under_their_running_limit(
+    fake_engine, make_user, teacher, desktop, settings
+):
+    settings.LATTICE_MAX_RUNNING_WORKSPACES = 1
+    room = make_class(make_user, teacher, "Eta", 2)
+    week1 = classrooms.broadcast(room, teacher, "desktop")
+    assert set(states(week1).values()) == {"running"}
+    # eta2 also runs a workspace of their own, launched from their dashboard.
+    Workspace.objects.filter(owner__username="eta2").update(state="stopped")
+    lifecycle.launch(room.students.get(username="eta2"), "desktop")
+
+    week2 = classrooms.broadcast(room, teacher, "desktop")
+
+    # eta1's week-1 workspace made room for week 2; eta2's own work was not touched.
+    assert states(week2) == {"eta1": "running", "eta2": "failed"}
+    assert states(week1)["eta1"] == "stopped"
+    seat = Seat.objects.get(broadcast=week2, student__username="eta2")
+    assert "eta2 already runs 1 other workspace(s), the most allowed is 1" in seat.message
+    assert Workspace.objects.filter(owner__username="eta2", state="running").count() == 1
+
+
+def test_stop_all_stops_seats_and_cancels_the_queue(fake_engine, make_user, teacher, desktop, api_client):
+    room = make_class(make_user, teacher, "Theta", 2)
+    running = classrooms.broadcast(room, teacher, "desktop")
+    queued = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    Seat.objects.bulk_create([Seat(broadcast=queued, student=s) for s in room.students.all()])
+
+    api_client.force_authenticate(teacher)
+    assert api_client.post(f"/api/classrooms/{room.pk}/stop/").json() == {"stopping": 2}
+
+    body = api_client.get(f"/api/broadcasts/{running.pk}/").json()
+    assert {s["state"] for s in body["students"]} == {"stopped"}
+    body = api_client.get(f"/api/broadcasts/{queued.pk}/").json()
+    assert {(s["state"], s["message"]) for s in body["students"]} == {
+        ("stopped", "Cancelled: the class was stopped")
+    }
+    tasks.run_broadcast(queued.pk)  # the queued starts, arriving late, start nothing
+    assert Workspace.objects.filter(state="running").count() == 0
+    # A student starts their workspace again: the grid follows the workspace.
+    ws = Seat.objects.get(broadcast=running, student__username="theta1").workspace
+    lifecycle.start(ws)
+    body = api_client.get(f"/api/broadcasts/{running.pk}/").json()
+    assert {s["username"]: s["state"] for s in body["students"]} == {"theta1": "running", "theta2": "stopped"}
+
+
+def test_an_online_student_gets_a_notice_that_lasts_until_opened(fake_engine, make_user, teacher, desktop):
+    room = make_class(make_user, teacher, "Iota", 1)
+    student = room.students.get()
+    classrooms.broadcast(room, teacher, "desktop")
+    ws = Workspace.objects.get(owner=student)
+    pending = teaching.pending(student)["notices"]
+    assert pending == [
+        {
+            "type": "notice",
+            "id": ws.pk,
+            "workspace": ws.pk,
+            "message": "teach started Desktop for Iota.",
+            "open": f"/workspaces/{ws.pk}/",
+        }
+    ]
+    assert teaching.pending(student)["notices"] == pending, "reading it does not end it"
+    teaching.dismiss(student, ws.pk)
+    assert teaching.pending(student)["notices"] == []
+
+
+def test_a_broadcast_concurrency_below_one_is_refused(settings):
+    from django.core.checks import registry
+
+    from workspaces.checks import broadcast_concurrency
+
+    assert broadcast_concurrency in registry.registry.get_checks()
+    for value in (0, -3):
+        settings.LATTICE_BROADCAST_CONCURRENCY = value
+        [error] = broadcast_concurrency()
+        assert error.id == "lattice.E010" and error.is_serious()
+        assert f"LATTICE_BROADCAST_CONCURRENCY={value}" in error.msg
+    settings.LATTICE_BROADCAST_CONCURRENCY = 1
+    assert broadcast_concurrency() == []

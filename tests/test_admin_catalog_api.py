@@ -3,9 +3,17 @@
 import pytest
 from django.contrib.auth.models import Group
 
+from tests import catalog_fakes
+from workspaces.engine_access import backend
 from workspaces.models import Classroom, Image, PublishRequest, Workspace
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def engine(settings):
+    yield catalog_fakes.use(settings)
+    backend.cache_clear()
 
 
 @pytest.fixture
@@ -108,8 +116,8 @@ def test_groups_visibility_needs_a_group(api_client, admin_user, catalog):
     assert "at least one group" in response.json()["detail"]
 
 
-def test_disable_stops_new_launches_only(api_client, admin_user, owner, catalog):
-    running = Workspace.objects.create(owner=owner, display=catalog["desktop"], state="running")
+def test_a_disabled_image_is_hidden_and_refused(api_client, admin_user, owner, catalog):
+    # That running workspaces go on is shown on the real engine (test_admin_catalog_e2e).
     api_client.force_authenticate(admin_user)
     assert (
         api_client.patch(
@@ -117,17 +125,17 @@ def test_disable_stops_new_launches_only(api_client, admin_user, owner, catalog)
         ).status_code
         == 200
     )
-    api_client.force_authenticate(owner)
-    assert api_client.post("/api/workspaces/", {"display": "desktop"}, format="json").status_code == 403
-    assert Workspace.objects.get(pk=running.pk).state == "running"
+    assert "desktop" not in visible(api_client, owner)
+    response = api_client.post("/api/workspaces/", {"display": "desktop"}, format="json")
+    assert response.status_code == 403 and not Workspace.objects.exists()
 
 
 def test_delete_is_refused_while_in_use(api_client, admin_user, owner, catalog):
     Workspace.objects.create(owner=owner, display=catalog["desktop"], state="running")
     api_client.force_authenticate(admin_user)
     response = api_client.delete(f"/api/admin/images/{catalog['desktop'].pk}/")
-    assert response.status_code == 400
-    assert "used by a workspace" in response.json()["detail"]
+    assert response.status_code == 409
+    assert "'desktop' is used by 1 workspace (1 running)" in response.json()["detail"]
     assert Image.objects.filter(slug="desktop").exists()
 
 
@@ -145,7 +153,7 @@ def test_admin_edits_limits(api_client, admin_user, catalog):
     assert bad.status_code == 400
 
 
-def test_build_input_is_checked_before_anything_runs(api_client, admin_user, catalog):
+def test_build_input_is_checked_before_anything_runs(api_client, admin_user, catalog, engine):
     api_client.force_authenticate(admin_user)
     assert (
         "already has 'ide'"
@@ -159,6 +167,24 @@ def test_build_input_is_checked_before_anything_runs(api_client, admin_user, cat
         "upload a build context"
         in api_client.post("/api/admin/images/build/", {"slug": "x"}).json()["detail"]
     )
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(api_client, admin_user, engine, monkeypatch):
+    import io
+
+    from workspaces.api import admin_catalog as api
+
+    monkeypatch.setattr(api, "MAX_UPLOAD_BYTES", 1024)
+    upload = io.BytesIO(b"x" * 4096)
+    upload.name = "big.tar"
+    read = []
+    monkeypatch.setattr(
+        "workspaces.engine.docker_catalog.context_from_upload", lambda *a: read.append(a) or 0
+    )
+    api_client.force_authenticate(admin_user)
+    response = api_client.post("/api/admin/images/build/", {"slug": "big", "context": upload})
+    assert response.status_code == 400 and "over 1.0\xa0KB" in response.json()["detail"]
+    assert not read
 
 
 def test_pull_needs_a_registry(api_client, admin_user, settings):
@@ -189,7 +215,7 @@ def test_review_submit_and_reject_with_a_reason(api_client, admin_user, owner, s
         ).status_code
         == 201
     )
-    assert api_client.post(f"/api/saved-images/{saved.pk}/publish/").status_code == 400  # once at a time
+    assert api_client.post(f"/api/saved-images/{saved.pk}/publish/").status_code == 409  # once at a time
     review = PublishRequest.objects.get()
     api_client.force_authenticate(admin_user)
     queue = api_client.get("/api/admin/reviews/").json()

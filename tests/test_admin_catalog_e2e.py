@@ -3,18 +3,80 @@ environment, the review flow, limits applied on the next launch, delete safety."
 
 from __future__ import annotations
 
+import asyncio
 import io
-import json
 import subprocess
 import tarfile
+import threading
+from contextlib import contextmanager
 
 import pytest
+from django.conf import settings
 
-from tests.e2e import containers_of, docker, engine_id, inspect, wait_for_job, wait_for_state
+from tests.e2e import containers_of, engine_id, inspect, wait_for_job, wait_for_state
 from tests.registry import local_registry, push
-from workspaces.models import Image, PublishRequest
+from workspaces import tasks
+from workspaces.events import user_group
+from workspaces.models import Image, PublishRequest, Workspace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
+
+
+def ours(slug: str) -> str:
+    """Where admin-built and published entries live: under this run's engine prefix."""
+    return f"{settings.LATTICE_ENGINE_PREFIX}/{slug}:latest"
+
+
+def scratch(slug: str, job_id: int) -> str:
+    """The tag a build works under until its entry exists."""
+    return f"{settings.LATTICE_ENGINE_PREFIX}/{slug}:build-{job_id}"
+
+
+def image_exists(reference: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", reference], capture_output=True).returncode == 0
+
+
+def docker_build(reference: str, dockerfile: str) -> None:
+    subprocess.run(
+        ["docker", "build", "-q", "-t", reference, "-"],
+        input=dockerfile,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextmanager
+def recorded_events(user_id: int):
+    """Every event the worker publishes to this user while the block runs, through the real Redis layer."""
+    from channels.layers import channel_layers
+
+    received: list[dict] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    async def listen() -> None:
+        layer = channel_layers.make_backend("default")  # its own, for this thread's event loop
+        channel = await layer.new_channel()
+        await layer.group_add(user_group(user_id), channel)
+        ready.set()
+        try:
+            while not stop.is_set():
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), timeout=0.3)
+                except TimeoutError:
+                    continue
+                received.append(message["event"])
+        finally:
+            await layer.group_discard(user_group(user_id), channel)
+
+    thread = threading.Thread(target=asyncio.run, args=(listen(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "could not subscribe to the channel layer"
+    try:
+        yield received
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def tar_context(dockerfile: str, **files: str) -> io.BytesIO:
@@ -41,16 +103,11 @@ def admin(api_client, admin_user):
 
 
 def test_add_an_image_the_engine_has(engine, admin):
-    reference = "latticetest/tool:1"
-    dockerfile = (
-        "FROM lattice/base:latest\nLABEL lattice.kind=app lattice.title=Tool lattice.description=A_tool\n"
-    )
-    subprocess.run(
-        ["docker", "build", "-q", "-t", reference, "-"],
-        input=dockerfile,
-        text=True,
-        check=True,
-        capture_output=True,
+    reference = f"{settings.LATTICE_ENGINE_PREFIX}/tool:1"
+    docker_build(
+        reference,
+        "FROM lattice/base:latest\n"
+        "LABEL lattice.kind=display lattice.title=Tool lattice.description=A_tool lattice.kiosk=1\n",
     )
     try:
         listed = [i["reference"] for i in admin.get("/api/admin/images/engine/").json()]
@@ -58,7 +115,12 @@ def test_add_an_image_the_engine_has(engine, admin):
         response = admin.post("/api/admin/images/", {"reference": reference, "slug": "tool"}, format="json")
         assert response.status_code == 201, response.json()
         body = response.json()
-        assert (body["kind"], body["title"], body["description"]) == ("app", "Tool", "A_tool")
+        assert (body["kind"], body["title"], body["description"], body["kiosk"]) == (
+            "display",
+            "Tool",
+            "A_tool",
+            True,
+        )
         assert body["size"] > 0
         missing = admin.post(
             "/api/admin/images/", {"reference": "latticetest/nope:1", "slug": "nope"}, format="json"
@@ -78,12 +140,11 @@ def test_build_from_a_folder_of_images_streams_its_log(engine, admin):
         assert job.state == "done", (job.message, job.log[-2000:])
         assert "Step 1/" in job.log
         image = Image.objects.get(slug="ide-copy")
-        assert (
-            image.kind == "app" and image.title == "IDE copy" and image.reference == "lattice/ide-copy:latest"
-        )
+        assert image.kind == "app" and image.title == "IDE copy" and image.reference == ours("ide-copy")
         assert "images/ide" in image.origin
+        assert image_exists(ours("ide-copy")) and not image_exists(scratch("ide-copy", job.pk))
     finally:
-        remove_image("lattice/ide-copy:latest")
+        remove_image(ours("ide-copy"))
 
 
 def test_build_an_uploaded_context_and_a_broken_one(engine, admin):
@@ -111,12 +172,7 @@ def test_build_an_uploaded_context_and_a_broken_one(engine, admin):
         assert "non-zero code: 3" in job.message
         assert "about to fail" in job.log
         assert not Image.objects.filter(slug="broken").exists()
-        assert (
-            subprocess.run(
-                ["docker", "image", "inspect", "lattice/broken:latest"], capture_output=True
-            ).returncode
-            != 0
-        )
+        assert not image_exists(ours("broken")) and not image_exists(scratch("broken", job.pk))
 
         not_a_context = io.BytesIO(b"just text")
         not_a_context.name = "notes.zip"
@@ -125,35 +181,41 @@ def test_build_an_uploaded_context_and_a_broken_one(engine, admin):
         )
         assert refused.status_code == 400 and "Cannot read notes.zip" in refused.json()["detail"]
     finally:
-        remove_image("lattice/hello:latest")
+        remove_image(ours("hello"))
 
 
-def test_pull_from_a_local_registry_with_progress(engine, admin, settings):
+def test_pull_from_a_local_registry_with_progress(engine, admin, admin_user, settings):
+    source = f"{settings.LATTICE_ENGINE_PREFIX}/pushed-src:1"
     with local_registry() as registry:
-        subprocess.run(
-            ["docker", "build", "-q", "-t", "latticetest/pushed:1", "-"],
-            check=True,
-            capture_output=True,
-            text=True,
-            input="FROM lattice/base:latest\nLABEL lattice.kind=app lattice.title=Pushed\n",
+        # A layer of random bytes: the pull has something to download, and reports it as it goes.
+        docker_build(
+            source,
+            "FROM lattice/base:latest\nLABEL lattice.kind=app lattice.title=Pushed\n"
+            "RUN head -c 48000000 /dev/urandom > /home/user/blob\n",
         )
-        push("latticetest/pushed:1", f"{registry}/course/pushed:1")
-        remove_image("latticetest/pushed:1")
+        push(source, f"{registry}/course/pushed:1")
+        remove_image(source)
         settings.LATTICE_REGISTRY = registry
-        response = admin.post(
-            "/api/admin/images/pull/", {"slug": "pushed", "reference": "course/pushed:1"}, format="json"
-        )
-        assert response.status_code == 202, response.json()
-        job = wait_for_job(response.json()["id"])
+        with recorded_events(admin_user.pk) as events:
+            response = admin.post(
+                "/api/admin/images/pull/", {"slug": "pushed", "reference": "course/pushed:1"}, format="json"
+            )
+            assert response.status_code == 202, response.json()
+            job = wait_for_job(response.json()["id"])
         try:
             assert job.state == "done", job.message
             image = Image.objects.get(slug="pushed")
             assert image.reference == f"{registry}/course/pushed:1" and image.title == "Pushed"
+            seen = [e["progress"] for e in events if e.get("type") == "job" and e["id"] == job.pk]
+            assert any(0 < p < 100 for p in seen), seen
+            assert seen == sorted(seen) and seen[-1] == 100, seen
+            assert any("Downloading" in e["message"] for e in events if e.get("type") == "job")
             missing = admin.post(
                 "/api/admin/images/pull/", {"slug": "ghost", "reference": "course/ghost:9"}, format="json"
             )
             failed = wait_for_job(missing.json()["id"])
             assert failed.state == "failed" and not Image.objects.filter(slug="ghost").exists()
+            assert "course/ghost:9" in failed.message
         finally:
             remove_image(f"{registry}/course/pushed:1")
 
@@ -185,6 +247,7 @@ def test_review_publish_and_launch(engine, api_client, admin_user, owner, teamma
         f"/api/admin/reviews/{review['id']}/approve/", {"slug": "nice-desk"}, format="json"
     )
     assert approved.status_code == 201, approved.json()
+    assert approved.json()["reference"] == ours("nice-desk")
     assert PublishRequest.objects.get().state == "approved"
     try:
         api_client.force_authenticate(teammate)
@@ -198,7 +261,7 @@ def test_review_publish_and_launch(engine, api_client, admin_user, owner, teamma
     finally:
         for workspace_id in engine.list_workspaces():
             engine.remove(workspace_id)
-        remove_image("lattice/nice-desk:latest")
+        remove_image(ours("nice-desk"))
 
 
 def test_limits_edited_by_an_admin_apply_on_the_next_launch(engine, api_client, admin_user, owner):
@@ -219,11 +282,43 @@ def test_limits_edited_by_an_admin_apply_on_the_next_launch(engine, api_client, 
     assert host["PidsLimit"] == 200
 
 
-def test_delete_keeps_an_engine_image_another_entry_needs(engine, admin):
-    desktop = Image.objects.get(slug="desktop")
-    twin = admin.post(
-        "/api/admin/images/", {"reference": desktop.reference, "slug": "desk-twin"}, format="json"
+def test_disable_keeps_running_workspaces_and_refuses_new_launches(engine, api_client, admin_user, owner):
+    api_client.force_authenticate(owner)
+    ws = api_client.post("/api/workspaces/", {"display": "desktop", "apps": ["ide"]}, format="json").json()[
+        "id"
+    ]
+    assert wait_for_state(ws, {"running", "failed"}).state == "running"
+    ide = Image.objects.get(slug="ide")
+    api_client.force_authenticate(admin_user)
+    assert (
+        api_client.patch(f"/api/admin/images/{ide.pk}/", {"enabled": False}, format="json").status_code == 200
     )
-    assert twin.status_code == 201
-    assert admin.delete(f"/api/admin/images/{twin.json()['id']}/").status_code == 204
-    assert json.loads(docker("image", "inspect", desktop.reference))  # still there: "desktop" uses it
+    tasks.reconcile()  # what beat runs: it must not take the workspace for a broken one
+    api_client.force_authenticate(owner)
+    refused = api_client.post("/api/workspaces/", {"display": "desktop", "apps": ["ide"]}, format="json")
+    assert refused.status_code == 403
+    assert Workspace.objects.filter(owner=owner).count() == 1
+    assert Workspace.objects.get(pk=ws).state == "running"
+    assert engine.poll(engine_id(ws)) == "running"
+    app = next(n for n in containers_of(engine_id(ws)) if n.endswith("-ide"))
+    assert inspect(app)["State"]["Running"]
+    code, out = engine.exec(engine_id(ws), "ide", ["echo", "still here"])
+    assert (code, out.decode().strip()) == (0, "still here")
+
+
+def test_delete_removes_an_unused_engine_image_and_keeps_a_shared_one(engine, admin):
+    reference = f"{settings.LATTICE_ENGINE_PREFIX}/doomed:1"
+    docker_build(reference, "FROM lattice/base:latest\nLABEL lattice.kind=app lattice.title=Doomed\n")
+    try:
+        one = admin.post("/api/admin/images/", {"reference": reference, "slug": "doomed"}, format="json")
+        twin = admin.post(
+            "/api/admin/images/", {"reference": reference, "slug": "doomed-twin"}, format="json"
+        )
+        assert one.status_code == twin.status_code == 201
+        assert admin.delete(f"/api/admin/images/{twin.json()['id']}/").status_code == 204
+        assert image_exists(reference)  # "doomed" still needs it
+        assert admin.delete(f"/api/admin/images/{one.json()['id']}/").status_code == 204
+        assert not image_exists(reference)
+        assert image_exists("lattice/base:latest")  # its parent layers' own tag is untouched
+    finally:
+        remove_image(reference)

@@ -1,53 +1,193 @@
 """What admins do to the catalog: add (engine image, build, upload, pull),
-decide who sees what, disable, delete, edit, and review users' saved images."""
+decide who sees what, disable, delete, edit, and review users' saved images.
+
+Engine tags are claimed with care: an entry's tag is written only after its
+row exists (in the same transaction), never over a tag something else uses,
+and removed again when the row could not be made.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
 from . import jobs, saving
+from .catalog import label_flag
 from .engine.base import EngineError
 from .engine_access import backend
 from .models import (
     ACTIVE_STATES,
+    Broadcast,
     Classroom,
     Image,
     ImageKind,
+    ImageState,
     Job,
+    JobState,
     PublishRequest,
     ReviewState,
     User,
     Visibility,
+    Workspace,
 )
 
-SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+logger = logging.getLogger(__name__)
+
+# One path component of a Docker repository name, at most 64 characters.
+SLUG = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 IMAGES_DIR = settings.BASE_DIR / "images"
+BASE_IMAGE = "lattice/base:latest"
+# Engine names that are not catalog slugs, besides the folders of images/.
+RESERVED = {
+    "base-rootfs": "scripts/build-images keeps base's root filesystem as lattice/base-rootfs",
+    "u": "users' saved images live under <prefix>/u/",
+}
+
+
+def _setting(name: str, default):
+    return type(default)(getattr(settings, name, default))
+
+
+def build_timeout() -> float:
+    return _setting("LATTICE_BUILD_TIMEOUT", 1800.0)
+
+
+def pull_timeout() -> float:
+    return _setting("LATTICE_PULL_TIMEOUT", 1800.0)
 
 
 class CatalogError(ValueError):
     """Bad input (HTTP 400)."""
 
 
+class CatalogConflict(CatalogError):
+    """Not possible in the current state: in use, decided already (HTTP 409)."""
+
+
+# --- names ----------------------------------------------------------------------
+
+
 def check_slug(slug: str) -> str:
-    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
-        raise CatalogError("The slug must be 1 to 64 lowercase letters, digits, '.', '_' or '-'.")
+    if not isinstance(slug, str) or len(slug) > 64 or not SLUG.fullmatch(slug):
+        raise CatalogError(
+            "The slug must be 1 to 64 lowercase letters or digits, joined by single '.', '_' or '-'."
+        )
     if Image.objects.filter(slug=slug).exists():
         raise CatalogError(f"The catalog already has '{slug}'; choose another slug.")
+    if (IMAGES_DIR / slug).is_dir():
+        raise CatalogError(
+            f"'{slug}' is the name of images/{slug}, which scripts/build-images tags as "
+            f"lattice/{slug}:latest; choose another slug."
+        )
+    if slug in RESERVED:
+        raise CatalogError(f"'{slug}' is reserved ({RESERVED[slug]}); choose another slug.")
     return slug
 
 
-def usage(image: Image) -> int:
-    from .models import Workspace
+def engine_reference(slug: str) -> str:
+    """Where an entry built or published by an admin lives on the engine."""
+    return f"{settings.LATTICE_ENGINE_PREFIX}/{slug}:latest"
 
-    live = Workspace.objects.filter(deleting=False, state__in=ACTIVE_STATES)
-    return live.filter(Q(display=image) | Q(apps=image)).distinct().count()
+
+def check_target(slug: str) -> str:
+    """The engine reference a new entry may take: a free slug, a tag nobody has."""
+    reference = engine_reference(check_slug(slug))
+    holder = Image.objects.filter(reference=reference).first()
+    if holder is not None:
+        raise CatalogError(f"The entry '{holder.slug}' uses {reference} already; choose another slug.")
+    try:
+        taken = backend().image_exists(reference)
+    except EngineError as exc:
+        raise CatalogError(str(exc)) from None
+    if taken:
+        raise CatalogError(
+            f"The engine has an image {reference} already, which this would replace; choose another slug."
+        )
+    return reference
+
+
+def check_visibility(
+    visibility: str, groups: Iterable = (), classrooms: Iterable = ()
+) -> tuple[list[Group], list[Classroom]]:
+    if visibility not in (Visibility.EVERYONE, Visibility.GROUPS, Visibility.CLASSROOMS):
+        raise CatalogError("Visibility is one of: everyone, groups, classrooms.")
+    group_ids = {int(g) for g in groups or ()}
+    room_ids = {int(c) for c in classrooms or ()}
+    found_groups = list(Group.objects.filter(pk__in=group_ids))
+    found_rooms = list(Classroom.objects.filter(pk__in=room_ids))
+    if len(found_groups) != len(group_ids) or len(found_rooms) != len(room_ids):
+        raise CatalogError("A chosen group or classroom does not exist (any more); reload the page.")
+    if visibility == Visibility.GROUPS and not found_groups:
+        raise CatalogError("Choose at least one group, or show the image to everyone.")
+    if visibility == Visibility.CLASSROOMS and not found_rooms:
+        raise CatalogError("Choose at least one classroom, or show the image to everyone.")
+    if visibility == Visibility.EVERYONE:
+        return [], []
+    return (found_groups, []) if visibility == Visibility.GROUPS else ([], found_rooms)
+
+
+def set_visibility(image: Image, visibility: str, groups: Iterable = (), classrooms: Iterable = ()) -> None:
+    found_groups, found_rooms = check_visibility(visibility, groups, classrooms)
+    image.visibility = visibility
+    image.save(update_fields=["visibility"])
+    image.groups.set(found_groups)
+    image.classrooms.set(found_rooms)
+
+
+# --- what uses an entry -----------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    running: int  # workspaces pending, starting or running
+    workspaces: int  # every workspace naming it, stopped or failed ones too
+    broadcasts: int  # broadcasts that sent it as their display
+    descendants: int  # images saved from it (it is their parent)
+
+    def blocker(self, slug: str) -> str:
+        """Why the entry cannot be deleted, or "" when it can."""
+        reasons = []
+        if self.workspaces:
+            reasons.append(
+                f"'{slug}' is used by {_count(self.workspaces, 'workspace')} ({self.running} running); "
+                "their owners must delete them first."
+            )
+        if self.broadcasts:
+            reasons.append(
+                f"It was the display of {_count(self.broadcasts, 'broadcast')}, which keep it in "
+                "their classroom's history."
+            )
+        if self.descendants:
+            reasons.append(
+                f"{_count(self.descendants, 'image')} {'was' if self.descendants == 1 else 'were'} "
+                f"saved from '{slug}' and keep it as their parent."
+            )
+        if not reasons:
+            return ""
+        return " ".join(reasons) + " Disable it instead to stop new launches."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def usage(image: Image) -> Usage:
+    uses = Workspace.objects.filter(Q(display=image) | Q(apps=image)).distinct()
+    return Usage(
+        running=uses.filter(deleting=False, state__in=ACTIVE_STATES).count(),
+        workspaces=uses.count(),
+        broadcasts=Broadcast.objects.filter(display=image).count(),
+        descendants=image.children.count(),
+    )
 
 
 def buildable_folders() -> list[str]:
@@ -55,52 +195,107 @@ def buildable_folders() -> list[str]:
     return sorted(p.name for p in IMAGES_DIR.iterdir() if (p / "Dockerfile").exists() and p.name != "base")
 
 
-def _entry(reference: str, labels: dict[str, str], fields: dict, origin: str) -> Image:
+# --- adding -----------------------------------------------------------------------
+
+
+def _label_number(labels: dict, name: str, default: float, cast: Callable):
+    try:
+        return cast(labels.get(name, default))
+    except (TypeError, ValueError):
+        raise CatalogError(f"The image's label {name} is not a number ({labels[name]!r}).") from None
+
+
+def _entry(reference: str, labels: dict[str, str], fields: dict, origin: str, size: int = 0) -> Image:
+    """A new catalog entry with its visibility, all or nothing."""
     kind = fields.get("kind") or labels.get("lattice.kind")
     if kind not in ImageKind.values:
         raise CatalogError("Say whether it is a display or an app (the image has no lattice.kind label).")
     slug = check_slug(fields.get("slug") or "")
-    image = Image.objects.create(
-        slug=slug,
-        reference=reference,
-        kind=kind,
-        title=fields.get("title") or labels.get("lattice.title") or slug,
-        description=fields.get("description") or labels.get("lattice.description", ""),
-        icon=fields.get("icon") or labels.get("lattice.icon", ""),
-        mem_limit=fields.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
-        cpus=float(fields.get("cpus") or labels.get("lattice.cpus", 1.0)),
-        pids_limit=int(fields.get("pids_limit") or labels.get("lattice.pids_limit", 256)),
-        kiosk=bool(fields.get("kiosk", False)),
-        origin=origin,
-        built=timezone.now(),
-    )
-    set_visibility(
-        image,
-        fields.get("visibility", Visibility.EVERYONE),
-        fields.get("groups", ()),
-        fields.get("classrooms", ()),
-    )
+    kiosk = fields.get("kiosk")
+    try:
+        with transaction.atomic():
+            image = Image.objects.create(
+                slug=slug,
+                reference=reference,
+                kind=kind,
+                title=fields.get("title") or labels.get("lattice.title") or slug,
+                description=fields.get("description") or labels.get("lattice.description", ""),
+                icon=fields.get("icon") or labels.get("lattice.icon", ""),
+                mem_limit=fields.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
+                cpus=fields.get("cpus") or _label_number(labels, "lattice.cpus", 1.0, float),
+                pids_limit=fields.get("pids_limit") or _label_number(labels, "lattice.pids_limit", 256, int),
+                kiosk=label_flag(labels.get("lattice.kiosk")) if kiosk is None else bool(kiosk),
+                origin=origin[:200],
+                size=size,
+                built=timezone.now(),
+            )
+            set_visibility(
+                image,
+                fields.get("visibility", Visibility.EVERYONE),
+                fields.get("groups", ()),
+                fields.get("classrooms", ()),
+            )
+    except IntegrityError:
+        raise CatalogError(f"The catalog already has '{slug}'; choose another slug.") from None
     return image
 
 
 def add_from_engine(reference: str, fields: dict) -> Image:
     """An image the engine already has becomes a catalog entry."""
+    if saving.is_saved_reference(reference):
+        raise CatalogError("That is a user's saved image: it joins the catalog through the review queue.")
+    check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
     try:
         labels = backend().image_labels(reference)
         size = backend().image_size(reference)
     except EngineError as exc:
         raise CatalogError(str(exc)) from None
-    image = _entry(reference, labels, fields, origin=f"engine image {reference}")
-    Image.objects.filter(pk=image.pk).update(size=size)
-    image.size = size
+    return _entry(reference, labels, fields, origin=f"engine image {reference}", size=size)
+
+
+def _claim_tag(source: str, target: str, make_entry: Callable[[], Image]) -> Image:
+    """Make the entry, then tag ``source`` as ``target``, in one transaction.
+
+    The tag comes last, so a refusal leaves the engine as it was; a tag made
+    for a transaction that then failed is removed.
+    """
+    tagged = False
+    try:
+        with transaction.atomic():
+            image = make_entry()
+            try:
+                backend().tag(source, target)
+            except EngineError as exc:
+                raise CatalogError(str(exc)) from None
+            tagged = True
+    except BaseException:
+        if tagged:
+            _remove_quietly(target)
+        raise
     return image
 
 
-def queue_build(admin: User, fields: dict, folder: str = "", upload: tuple[bytes, str] | None = None) -> Job:
+def _remove_quietly(reference: str) -> None:
+    try:
+        backend().remove_image(reference)
+    except EngineError:
+        logger.warning("could not remove %s", reference, exc_info=True)
+
+
+def _still_running(job: Job) -> None:
+    if not Job.objects.filter(pk=job.pk, state=JobState.RUNNING).exists():
+        raise CatalogError("The job was given up meanwhile; nothing was added.")
+
+
+def queue_build(
+    admin: User, fields: dict, folder: str = "", upload: tuple[BinaryIO, str] | None = None
+) -> Job:
     """Validate, then build in the background; the entry appears only if the build succeeds."""
+    from .engine.docker_catalog import context_from_upload
     from .tasks import build_image
 
-    check_slug(fields.get("slug") or "")
+    target = check_target(fields.get("slug") or "")
+    check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
     if folder:
         if folder not in buildable_folders():
             raise CatalogError(
@@ -108,126 +303,233 @@ def queue_build(admin: User, fields: dict, folder: str = "", upload: tuple[bytes
             )
     elif upload is None:
         raise CatalogError("Choose a folder of images/ or upload a build context (.tar, .tar.gz or .zip).")
-    job = Job.objects.create(owner=admin, kind="build", result={"fields": fields, "folder": folder})
+    result = {"fields": fields, "folder": folder, "target": target}
     if upload is not None:
-        from .engine.docker_catalog import context_from_upload
-
+        result["upload"] = upload[1][:200]
+    job = Job.objects.create(owner=admin, kind="build", result=result)
+    if upload is not None:
+        path = jobs.input_path(job)
         try:
-            context = context_from_upload(*upload)
+            with path.open("wb") as out:
+                context_from_upload(upload[0], upload[1], out)
         except EngineError as exc:
+            path.unlink(missing_ok=True)
             job.delete()
             raise CatalogError(str(exc)) from None
-        path = settings.VAR_DIR / "build-contexts" / f"{job.pk}.tar"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(context)
-        job.result = {**job.result, "context": str(path), "upload": upload[1]}
-        job.save(update_fields=["result"])
     transaction.on_commit(lambda: build_image.delay(job.pk))
     return job
 
 
+def build_entry(job: Job, log: Callable[[str], None]) -> Image:
+    """The build job's work: build under a scratch tag, then claim the entry's own tag."""
+    from .engine.docker_catalog import context_from_folder
+
+    fields, folder = job.result["fields"], job.result.get("folder")
+    target = check_target(fields["slug"])  # again: a name may have been taken since the job was queued
+    scratch = f"{target.rsplit(':', 1)[0]}:build-{job.pk}"
+    if folder:
+        context = context_from_folder(IMAGES_DIR / folder)
+        origin = f"built from images/{folder}"
+    else:
+        path = jobs.input_path(job)
+        if not path.exists():
+            raise CatalogError(
+                "The uploaded build context is gone (the job waited too long); upload it again."
+            )
+        context = path.open("rb")
+        origin = f"built from the upload {job.result.get('upload', '')}"
+    try:
+        built = backend().build(
+            context,
+            scratch,
+            log,
+            buildargs={"BASE": BASE_IMAGE},
+            memory=_setting("LATTICE_BUILD_MEMORY", "2g"),
+            cpus=_setting("LATTICE_BUILD_CPUS", 1),
+            timeout=build_timeout(),
+        )
+
+        def make_entry() -> Image:
+            _still_running(job)
+            check_target(fields["slug"])
+            return _entry(target, built["labels"], fields, origin, size=built["size"])
+
+        return _claim_tag(scratch, target, make_entry)
+    finally:
+        if not isinstance(context, bytes):
+            context.close()
+        _remove_quietly(scratch)  # the entry's tag keeps the image; a failed build has none
+
+
 def queue_pull(admin: User, reference: str, fields: dict) -> Job:
+    from .engine.docker_catalog import full_reference
     from .tasks import pull_image
 
     if not settings.LATTICE_REGISTRY:
         raise CatalogError("No registry is configured (set LATTICE_REGISTRY).")
     reference = (reference or "").strip()
-    if not reference:
+    if not reference or re.search(r"\s", reference):
         raise CatalogError("Give the image's name in the registry, e.g. 'course/python:3.12'.")
     if not reference.startswith(settings.LATTICE_REGISTRY + "/"):
         reference = f"{settings.LATTICE_REGISTRY}/{reference}"
+    reference = full_reference(reference)
     check_slug(fields.get("slug") or "")
-    return jobs.queue_job(admin, "pull", lambda job_id: pull_image.delay(job_id, reference, fields))
-
-
-def set_visibility(image: Image, visibility: str, groups: Iterable = (), classrooms: Iterable = ()) -> None:
-    if visibility not in Visibility.values or (visibility == Visibility.OWNER and image.owner_id is None):
-        raise CatalogError("Visibility is one of: everyone, groups, classrooms.")
-    groups = list(Group.objects.filter(pk__in=[int(g) for g in groups])) if groups else []
-    rooms = list(Classroom.objects.filter(pk__in=[int(c) for c in classrooms])) if classrooms else []
-    if visibility == Visibility.GROUPS and not groups:
-        raise CatalogError("Choose at least one group, or show the image to everyone.")
-    if visibility == Visibility.CLASSROOMS and not rooms:
-        raise CatalogError("Choose at least one classroom, or show the image to everyone.")
-    image.visibility = visibility
-    image.save(update_fields=["visibility"])
-    image.groups.set(groups)
-    image.classrooms.set(rooms)
-
-
-def delete(image: Image) -> None:
-    """Refused while in use; the engine image goes only when no other entry names it."""
-    if usage(image) or saving.in_use(image):
+    holder = Image.objects.filter(reference=reference).first()
+    if holder is not None:
         raise CatalogError(
-            f"'{image.slug}' is used by a workspace; stop and delete those first, or disable it."
+            f"The entry '{holder.slug}' uses {reference} already; a pull could change it under its users."
         )
-    shared = Image.objects.filter(reference=image.reference).exclude(pk=image.pk).exists()
-    if not shared:
+    check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
+    job = Job.objects.create(
+        owner=admin, kind="pull", result={"fields": fields, "reference": reference, "target": reference}
+    )
+    transaction.on_commit(lambda: pull_image.delay(job.pk))
+    return job
+
+
+def pull_entry(job: Job, progress: Callable[[int, str], None]) -> Image:
+    """The pull job's work; a tag the pull brought is removed when no entry could be made."""
+    fields, reference = job.result["fields"], job.result["reference"]
+    check_slug(fields["slug"])
+    try:
+        existed = backend().image_exists(reference)
+        pulled = backend().pull(reference, progress, timeout=pull_timeout())
+    except EngineError as exc:
+        raise CatalogError(str(exc)) from None
+    try:
+        with transaction.atomic():
+            _still_running(job)
+            return _entry(
+                reference, pulled["labels"], fields, f"pulled from {reference}", size=pulled["size"]
+            )
+    except BaseException:
+        if not existed and not Image.objects.filter(reference=reference).exists():
+            _remove_quietly(reference)
+        raise
+
+
+# --- removing ---------------------------------------------------------------------
+
+
+def delete(image: Image) -> str:
+    """Delete an entry nothing uses; its engine image goes when no other entry names it.
+
+    The row goes first, in a transaction, so a refusal never leaves an entry
+    without its image. Returns a note when the engine kept the image.
+    """
+    reference, slug = image.reference, image.slug
+    with transaction.atomic():
+        blocker = usage(image).blocker(slug)
+        if blocker:
+            raise CatalogConflict(blocker)
+        shared = Image.objects.filter(reference=reference).exclude(pk=image.pk).exists()
         try:
-            backend().remove_image(image.reference)
-        except EngineError as exc:
-            raise CatalogError(str(exc)) from None
-    image.delete()
+            image.delete()
+        except ProtectedError:
+            raise CatalogConflict(
+                f"'{slug}' was just put to use (a workspace or broadcast started); try again later."
+            ) from None
+    if shared:
+        return ""
+    try:
+        backend().remove_image(reference)
+    except EngineError as exc:
+        logger.warning("catalog entry %s deleted, engine image kept: %s", slug, exc)
+        return f"Deleted '{slug}' from the catalog; the engine kept {reference}: {exc}"
+    return ""
 
 
-# --- review ---------------------------------------------------------------------
+# --- review -----------------------------------------------------------------------
 
 
 def submit(image: Image, user: User, note: str = "") -> PublishRequest:
-    if image.owner_id != user.pk or image.state != "ready":
+    if image.owner_id != user.pk or image.state != ImageState.READY:
         raise CatalogError("Only a saved image of yours that is ready can be submitted.")
     if image.publish_requests.filter(state=ReviewState.PENDING).exists():
-        raise CatalogError("This image is waiting for review already.")
-    return PublishRequest.objects.create(image=image, requested_by=user, note=note[:2000])
+        raise CatalogConflict("This image is waiting for review already.")
+    try:
+        with transaction.atomic():
+            return PublishRequest.objects.create(image=image, requested_by=user, note=note[:2000])
+    except IntegrityError:
+        raise CatalogConflict("This image is waiting for review already.") from None
 
 
 def approve(request: PublishRequest, admin: User, fields: dict) -> Image:
+    """The saved image becomes a catalog entry under the engine prefix, seen by whom the admin chose."""
     if request.state != ReviewState.PENDING:
-        raise CatalogError("This request was decided already.")
+        raise CatalogConflict("This request was decided already.")
     saved = request.image
-    slug = check_slug(fields.get("slug") or "")
-    reference = f"lattice/{slug}:latest"
-    try:
-        backend().tag(saved.reference, reference)
-    except EngineError as exc:
-        raise CatalogError(str(exc)) from None
-    with transaction.atomic():
-        image = Image.objects.create(
-            slug=slug,
-            reference=reference,
-            kind=saved.kind,
-            title=fields.get("title") or saved.title,
-            description=fields.get("description") or saved.description,
-            icon=saved.icon,
-            mem_limit=saved.mem_limit,
-            cpus=saved.cpus,
-            pids_limit=saved.pids_limit,
-            kiosk=saved.kiosk,
-            size=saved.size,
-            added_size=saved.added_size,
-            parent=saved.parent,
-            changes=saved.changes,
-            origin=f"published from {saved.slug}",
-            built=timezone.now(),
+    if saved.state != ImageState.READY:
+        raise CatalogConflict("The saved image is not ready.")
+    slug = fields.get("slug") or ""
+    target = check_target(slug)
+    visibility = fields.get("visibility", Visibility.EVERYONE)
+    check_visibility(visibility, fields.get("groups"), fields.get("classrooms"))
+
+    def make_entry() -> Image:
+        claimed = PublishRequest.objects.filter(pk=request.pk, state=ReviewState.PENDING).update(
+            state=ReviewState.APPROVED, reviewer=admin, decided=timezone.now()
         )
-        set_visibility(
-            image,
-            fields.get("visibility", Visibility.EVERYONE),
-            fields.get("groups", ()),
-            fields.get("classrooms", ()),
-        )
-        request.state, request.reviewer, request.published = ReviewState.APPROVED, admin, image
-        request.decided = timezone.now()
-        request.save()
+        if claimed != 1:
+            raise CatalogConflict("This request was decided already.")
+        try:
+            image = Image.objects.create(
+                slug=check_slug(slug),
+                reference=target,
+                kind=saved.kind,
+                title=fields.get("title") or saved.title,
+                description=fields.get("description") or saved.description,
+                icon=saved.icon,
+                mem_limit=saved.mem_limit,
+                cpus=saved.cpus,
+                pids_limit=saved.pids_limit,
+                kiosk=saved.kiosk,
+                size=saved.size,
+                added_size=saved.added_size,
+                parent=saved.parent,
+                changes=saved.changes,
+                origin=f"published from {saved.slug}"[:200],
+                built=timezone.now(),
+            )
+        except IntegrityError:
+            raise CatalogError(f"The catalog already has '{slug}'; choose another slug.") from None
+        set_visibility(image, visibility, fields.get("groups"), fields.get("classrooms"))
+        PublishRequest.objects.filter(pk=request.pk).update(published=image)
+        return image
+
+    image = _claim_tag(saved.reference, target, make_entry)
+    request.refresh_from_db()
     return image
 
 
 def reject(request: PublishRequest, admin: User, reason: str) -> None:
-    if request.state != ReviewState.PENDING:
-        raise CatalogError("This request was decided already.")
     reason = (reason or "").strip()
     if not reason:
         raise CatalogError("Say why, so the author can fix it.")
-    request.state, request.reviewer, request.reason = ReviewState.REJECTED, admin, reason[:2000]
-    request.decided = timezone.now()
-    request.save()
+    decided = PublishRequest.objects.filter(pk=request.pk, state=ReviewState.PENDING).update(
+        state=ReviewState.REJECTED, reviewer=admin, reason=reason[:2000], decided=timezone.now()
+    )
+    if decided != 1:
+        raise CatalogConflict("This request was decided already.")
+    request.refresh_from_db()
+
+
+# --- the admin's page ---------------------------------------------------------------
+
+LOG_TAIL = 400
+
+
+def recent_jobs(user: User, limit: int = 5) -> list[Job]:
+    """The admin's latest builds and pulls, each with the end of its log, for the page."""
+    found = list(Job.objects.filter(owner=user, kind__in=["build", "pull"]).order_by("-created")[:limit])
+    for job in found:
+        lines = job.log.splitlines()
+        job.log_tail, job.log_cut = "\n".join(lines[-LOG_TAIL:]), max(0, len(lines) - LOG_TAIL)
+        result = job.result or {}
+        job.slug = (result.get("fields") or {}).get("slug", "")
+        job.source = (
+            f"images/{result['folder']}"
+            if result.get("folder")
+            else result.get("upload") or result.get("reference") or ""
+        )
+    return found

@@ -13,6 +13,11 @@ from .models import Classroom, Image, ImageKind, ImageState, Role, User, Visibil
 KINDS = {ImageKind.DISPLAY, ImageKind.APP}
 
 
+def label_flag(value: str | None) -> bool:
+    """A yes/no label such as lattice.kiosk: "1" or "true" is yes."""
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
 def launchable(user: User) -> QuerySet[Image]:
     """What this user may launch: their own saved images, and the enabled catalog
     images shown to everyone, to one of their groups or to one of their classrooms."""
@@ -62,7 +67,7 @@ def sync_from_engine() -> list[Image]:
                 "mem_limit": labels.get("lattice.mem_limit", "1g"),
                 "cpus": float(labels.get("lattice.cpus", 1.0)),
                 "pids_limit": int(labels.get("lattice.pids_limit", 256)),
-                "kiosk": labels.get("lattice.kiosk", "") in ("1", "true"),
+                "kiosk": label_flag(labels.get("lattice.kiosk")),
             },
         )
         image.reference = info["reference"]

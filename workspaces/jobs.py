@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -41,15 +45,84 @@ def event(job: Job) -> dict:
 
 
 def report(job: Job, progress: int, message: str) -> None:
+    message = message[:300]  # the column's length
     job.progress, job.message = progress, message
     Job.objects.filter(pk=job.pk).update(progress=progress, message=message)
     publish(job.owner_id, event(job))
 
 
 def finish(job: Job, state: str, message: str, result: dict | None = None) -> None:
-    job.state, job.message, job.result = state, message, result or {}
+    job.state, job.message, job.result = state, message[:300], result or {}
     if state == JobState.DONE:
         job.progress = 100
     job.finished = timezone.now()
     job.save(update_fields=["state", "message", "result", "progress", "finished"])
     publish(job.owner_id, event(job))
+
+
+# --- jobs that never end, and the files they were given -------------------------
+
+
+def input_path(job: Job) -> Path:
+    """Where a job's input file (an uploaded build context) waits for the worker."""
+    folder = settings.VAR_DIR / "job-inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{job.pk}.input"
+
+
+def discard_input(job_id: int) -> None:
+    (settings.VAR_DIR / "job-inputs" / f"{job_id}.input").unlink(missing_ok=True)
+
+
+def settle(job: Job, state: str, message: str, result: dict | None = None) -> bool:
+    """finish() only if the job is still running; False when it was given up meanwhile."""
+    finished = timezone.now()
+    fields = {"state": state, "message": message[:300], "result": result or {}, "finished": finished}
+    if state == JobState.DONE:
+        fields["progress"] = 100
+    if Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(**fields) != 1:
+        return False
+    for name, value in fields.items():
+        setattr(job, name, value)
+    publish(job.owner_id, event(job))
+    return True
+
+
+def stale_job_seconds() -> float:
+    """After how long a queued or running job is given up: longer than any build or pull may take."""
+    limits = [getattr(settings, name, 1800) for name in ("LATTICE_BUILD_TIMEOUT", "LATTICE_PULL_TIMEOUT")]
+    return float(getattr(settings, "LATTICE_JOB_STALE_SECONDS", max(limits) + 600))
+
+
+def fail_stale(older_than_seconds: float) -> int:
+    """Fail jobs queued or running for longer than that; how many.
+
+    Their worker died, the task was lost, or a wait hung: the page would show
+    "running" forever. A job that finishes meanwhile keeps its own result (the
+    update is conditional), and a late finish through settle() changes nothing.
+    Input files of jobs that are over (or gone) are removed too.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    minutes = max(1, round(older_than_seconds / 60))
+    message = f"Given up: no result after {minutes} minutes (the worker may have restarted). Try again."
+    failed = 0
+    for job in Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING], created__lt=cutoff):
+        if (
+            Job.objects.filter(pk=job.pk, state=job.state).update(
+                state=JobState.FAILED, message=message, finished=timezone.now()
+            )
+            == 1
+        ):
+            failed += 1
+            job.state, job.message = JobState.FAILED, message
+            publish(job.owner_id, event(job))
+    folder = settings.VAR_DIR / "job-inputs"
+    if folder.is_dir():
+        waiting = Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
+        keep = {str(pk) for pk in waiting.values_list("pk", flat=True)}
+        # A grace period: a file may belong to a job whose request has not committed yet.
+        grace = (timezone.now() - timedelta(minutes=10)).timestamp()
+        for path in folder.glob("*.input"):
+            if path.stem not in keep and path.stat().st_mtime < grace:
+                path.unlink(missing_ok=True)
+    return failed

@@ -571,7 +571,9 @@ def _fail_job(job: Job, exc: BaseException, what: str, log: _LogStream | None = 
         logger.exception("could not mark %s job %s failed", what, job.pk)
 
 
-@shared_task(soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120)
+@shared_task(
+    soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120
+)
 def build_image(job_id: int) -> None:
     """Build, then add the entry; whatever goes wrong, the job ends failed and the upload is removed."""
     job = jobs.claim(job_id)

@@ -72,7 +72,8 @@ def teacher_dashboard(request: HttpRequest) -> HttpResponse:
 def admin_dashboard(request: HttpRequest) -> HttpResponse:
     images = list(Image.objects.filter(owner=None).prefetch_related("groups", "classrooms"))
     for image in images:
-        image.in_use = admin_catalog.usage(image)
+        image.usage = admin_catalog.usage(image)
+        image.delete_blocked = image.usage.blocker(image.slug)
     return render(
         request,
         "workspaces/admin_dashboard.html",
@@ -85,6 +86,7 @@ def admin_dashboard(request: HttpRequest) -> HttpResponse:
             "reviews": PublishRequest.objects.filter(state=ReviewState.PENDING).select_related(
                 "image__parent", "requested_by"
             ),
+            "jobs": admin_catalog.recent_jobs(request.user),
         },
     )
 
@@ -126,7 +128,7 @@ def admin_image(request: HttpRequest, pk: int) -> HttpResponse:
         "workspaces/admin_image.html",
         {
             "image": image,
-            "in_use": admin_catalog.usage(image),
+            "usage": admin_catalog.usage(image),
             "groups": Group.objects.order_by("name"),
             "classrooms": Classroom.objects.order_by("name"),
         },

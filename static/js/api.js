@@ -26,11 +26,15 @@ export function onEvent(type, handler) {
   });
 }
 
-export function showProgress(container, { progress, message, state }) {
+// The bar turns green when the work is over. Jobs say "done", saved images
+// "ready"; a job that is "running" is still at work. A workspace that is
+// "running" is over (it started), and it always comes at 100 %: so "running"
+// counts only when full. Callers with other words for "over" pass doneStates.
+export function showProgress(container, { progress, message, state }, doneStates = ["done", "ready"]) {
   const bar = container.querySelector(".progress");
   bar.hidden = false;
   bar.classList.toggle("failed", state === "failed");
-  bar.classList.toggle("done", state === "done" || state === "running");
+  bar.classList.toggle("done", doneStates.includes(state) || (state === "running" && progress >= 100));
   bar.querySelector(".bar").style.width = `${progress}%`;
   const step = container.querySelector(".step");
   if (step) step.textContent = message || "";

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from django.template.defaultfilters import filesizeformat
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
@@ -14,9 +16,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import admin_catalog, saving
+from ..engine.docker_catalog import MAX_UPLOAD_BYTES
 from ..engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
+from .errors import Conflict
 
 
 class IsAdminRole(BasePermission):
@@ -33,6 +37,8 @@ class AdminView(APIView):
 def _guard(action):
     try:
         return action()
+    except admin_catalog.CatalogConflict as exc:
+        raise Conflict(str(exc)) from None
     except admin_catalog.CatalogError as exc:
         raise serializers.ValidationError({"detail": str(exc)}) from None
 
@@ -40,7 +46,11 @@ def _guard(action):
 class CatalogImageSerializer(serializers.ModelSerializer):
     groups = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     classrooms = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    in_use = serializers.SerializerMethodField()
+    in_use = serializers.SerializerMethodField(help_text="Workspaces using it now (pending to running)")
+    usage = serializers.SerializerMethodField(
+        help_text="What refers to it: workspaces in any state, broadcasts, images saved from it; "
+        "delete_blocked says why it cannot be deleted (empty when it can)"
+    )
 
     class Meta:
         model = Image
@@ -64,6 +74,7 @@ class CatalogImageSerializer(serializers.ModelSerializer):
             "classrooms",
             "origin",
             "in_use",
+            "usage",
         ]
         read_only_fields = [
             "id",
@@ -77,8 +88,23 @@ class CatalogImageSerializer(serializers.ModelSerializer):
             "visibility",
         ]
 
+    def _usage(self, image: Image) -> admin_catalog.Usage:
+        if not hasattr(image, "_usage"):
+            image._usage = admin_catalog.usage(image)
+        return image._usage
+
     def get_in_use(self, image: Image) -> int:
-        return admin_catalog.usage(image)
+        return self._usage(image).running
+
+    def get_usage(self, image: Image) -> dict:
+        usage = self._usage(image)
+        return {
+            "running": usage.running,
+            "workspaces": usage.workspaces,
+            "broadcasts": usage.broadcasts,
+            "descendants": usage.descendants,
+            "delete_blocked": usage.blocker(image.slug),
+        }
 
     def validate_mem_limit(self, value: str) -> str:
         if not re.fullmatch(r"[0-9]+[bkmg]", value):
@@ -105,7 +131,8 @@ class EntryFields(serializers.Serializer):
     mem_limit = serializers.RegexField(r"^[0-9]+[bkmg]$", required=False)
     cpus = serializers.FloatField(min_value=0.1, max_value=64, required=False)
     pids_limit = serializers.IntegerField(min_value=16, max_value=65536, required=False)
-    kiosk = serializers.BooleanField(required=False, default=False)
+    # Unset: the image's lattice.kiosk label decides.
+    kiosk = serializers.BooleanField(required=False, allow_null=True, default=None)
     visibility = serializers.ChoiceField(choices=["everyone", "groups", "classrooms"], default="everyone")
     groups = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
     classrooms = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
@@ -139,7 +166,9 @@ class EngineImages(AdminView):
         found = [
             {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
             for i in backend().list_images()
-            if i["reference"] not in known and not saving.is_saved_reference(i["reference"])
+            if i["reference"] not in known
+            and not saving.is_saved_reference(i["reference"])
+            and not re.search(r":build-\d+$", i["reference"])  # a build in progress
         ]
         return Response(found)
 
@@ -161,7 +190,13 @@ class CatalogBuild(AdminView):
         fields = dict(body.validated_data)
         upload = fields.pop("context", None)
         folder = fields.pop("folder", "")
-        payload = (upload.read(), upload.name) if upload else None
+        if upload is not None and upload.size > MAX_UPLOAD_BYTES:
+            raise serializers.ValidationError(
+                {
+                    "detail": f"The upload is over {filesizeformat(MAX_UPLOAD_BYTES)}; a build context should be small."
+                }
+            )
+        payload = (upload, upload.name) if upload else None
         job = _guard(lambda: admin_catalog.queue_build(request.user, fields, folder=folder, upload=payload))
         return Response(JobSerializer(job).data, status=202)
 
@@ -200,18 +235,21 @@ class CatalogDetail(AdminView):
         image = self._image(pk)
         serializer = CatalogImageSerializer(image, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        if "visibility" in request.data:
-            seen = VisibilityRequest(data=request.data)
-            seen.is_valid(raise_exception=True)
-            _guard(lambda: admin_catalog.set_visibility(image, **seen.validated_data))
-        serializer.save()
+        with transaction.atomic():
+            if "visibility" in request.data:
+                seen = VisibilityRequest(data=request.data)
+                seen.is_valid(raise_exception=True)
+                _guard(lambda: admin_catalog.set_visibility(image, **seen.validated_data))
+            serializer.save()
         return Response(CatalogImageSerializer(image).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 200: inline_serializer("Note", {"detail": serializers.CharField()})})
     def delete(self, request: Request, pk: int) -> Response:
+        """Refused (409) while workspaces, broadcasts or saved images refer to it; 200 with a note
+        when the entry went but the engine kept its image."""
         image = self._image(pk)
-        _guard(lambda: admin_catalog.delete(image))
-        return Response(status=204)
+        note = _guard(lambda: admin_catalog.delete(image))
+        return Response({"detail": note}, status=200) if note else Response(status=204)
 
 
 class ReviewSerializer(serializers.ModelSerializer):

@@ -48,7 +48,8 @@ class Me(APIView):
 class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
-        fields = ["id", "kind", "state", "progress", "message", "result", "created", "finished"]
+        # log: a build's output so far, so a page that opens late can show it all.
+        fields = ["id", "kind", "state", "progress", "message", "result", "log", "created", "finished"]
 
 
 class Diagnostics(APIView):

@@ -282,7 +282,9 @@ class DockerCatalogOps:
                         step=step,
                         error="time limit",
                     ) from exc
-                raise EngineError(f"The build stopped at {step}: the engine's answer broke off ({exc}).") from exc
+                raise EngineError(
+                    f"The build stopped at {step}: the engine's answer broke off ({exc})."
+                ) from exc
             finally:
                 close = getattr(stream, "close", None)
                 if close is not None:

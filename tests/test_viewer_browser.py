@@ -43,3 +43,62 @@ def test_student_launches_and_sees_the_desktop(page, live_server_url, make_user,
     shot = screenshot(page, "viewer-desktop")
     assert canvas_colours(page) > 5, "the canvas is blank"
     assert shot.stat().st_size > 20_000
+
+
+def open_running_desktop(page, live_server_url, make_user, username: str) -> int:
+    """Launch a desktop alone through the API and open its viewer; the workspace id."""
+    from tests.e2e import wait_for_state
+
+    make_user(username)
+    login(page, live_server_url, username)
+    page.wait_for_url(f"{live_server_url}/student/")
+    ws_id = page.evaluate(
+        """async () => {
+            const csrf = document.cookie.match(/csrftoken=([^;]+)/)[1];
+            const r = await fetch('/api/workspaces/', {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRFToken': csrf},
+                body: JSON.stringify({display: 'desktop', apps: []})});
+            return (await r.json()).id;
+        }"""
+    )
+    assert wait_for_state(ws_id, {"running", "failed"}).state == "running"
+    return ws_id
+
+
+def test_the_viewer_loads_itself_again_when_novnc_failed_to_load(page, live_server_url, make_user, engine):
+    # What a browser on the Docker host sees when an engine network comes or
+    # goes mid-request (net::ERR_NETWORK_CHANGED): a module that fails once.
+    failures = []
+
+    def fail_once(route):
+        if not failures:
+            failures.append(route.request.url)
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    page.route("**/static/novnc/core/rfb.js", fail_once)
+    ws_id = open_running_desktop(page, live_server_url, make_user, "hopper")
+    page.goto(f"{live_server_url}/workspaces/{ws_id}/")
+    page.wait_for_selector("#overlay", state="hidden", timeout=30000)
+    assert failures, "the test did not fail the module load it is about"
+    assert canvas_colours(page) > 5
+
+
+def test_a_dropped_connection_comes_back_with_a_fresh_token(page, live_server_url, make_user, engine):
+    from workspaces import display_tokens, lifecycle
+
+    ws_id = open_running_desktop(page, live_server_url, make_user, "lovelace")
+    tokens = []
+    page.on("request", lambda r: tokens.append(r.url) if r.url.endswith("/display-token/") else None)
+    page.goto(f"{live_server_url}/workspaces/{ws_id}/")
+    page.wait_for_selector("#overlay", state="hidden", timeout=30000)
+    assert len(tokens) == 1
+    # The proxy ends every open connection of the workspace (as on a network drop) ...
+    display_tokens.revoke(lifecycle.redis_client(), ws_id)
+    page.wait_for_selector("#overlay", state="visible", timeout=10000)
+    # ... and the viewer, finding the workspace still running, connects again.
+    page.wait_for_selector("#overlay", state="hidden", timeout=30000)
+    assert len(tokens) == 2
+    assert canvas_colours(page) > 5
+    screenshot(page, "viewer-reconnected")

@@ -1,6 +1,10 @@
 // The workspace viewer: noVNC's own RFB client (from Debian's novnc package),
 // full window, resizing the remote desktop to the browser, clipboard both
 // ways, and a fresh single-use token for every (re)connection.
+//
+// Never stuck: every way a connection can fail (the token request, a proxy
+// that never answers, a dropped socket, a missed live event) ends in another
+// attempt, with a growing pause, for as long as the workspace runs.
 import { api, onEvent, showProgress } from "./api.js";
 
 const screen = document.getElementById("screen");
@@ -10,11 +14,19 @@ const clipboardText = document.getElementById("clipboard-text");
 const id = Number(screen.dataset.workspace);
 const mode = screen.dataset.mode;
 const { tokenUrl, stateUrl, releaseUrl, demoClassroom } = screen.dataset;
-const { default: RFB } = await import(screen.dataset.rfb);
+// Started now, awaited when first needed: listeners must be in place before
+// any await, or a live event sent meanwhile would be lost.
+const rfbModule = import(screen.dataset.rfb);
+
+const HANDSHAKE_TIMEOUT = 10000; // ms without noVNC's "connect": try again
+const FIRST_FRAME_WAIT = 3000; // ms at most showing "Drawing…" after connecting
+const STATE_POLL = 4000; // ms between looks at the state while not running (events can be missed)
 
 let workspace = JSON.parse(document.getElementById("initial-workspace").textContent);
-let rfb = null;
+let session = null; // the RFB connection we are on, or trying to open
 let retry = 500;
+let retryTimer = null;
+let ended = false; // a demo that ended: nothing more to connect to
 
 function showOverlay(title, ws) {
   overlay.hidden = false;
@@ -29,42 +41,86 @@ function update(ws) {
   stateBadge.textContent = workspace.state;
   stateBadge.className = `state ${workspace.state}`;
   if (workspace.state === "running") {
-    if (!rfb) connect();
+    if (!session && !retryTimer) connect();
   } else {
     disconnect();
-    const titles = { stopped: "This workspace is stopped", failed: "This workspace could not start", stopping: "Stopping…" };
+    const titles = {
+      stopped: "This workspace is stopped",
+      failed: "This workspace could not start",
+      stopping: "Stopping…",
+      deleted: "This workspace was deleted",
+    };
     showOverlay(titles[workspace.state] || "Starting your desktop", workspace);
   }
 }
 
+function scheduleRetry(why) {
+  if (ended || retryTimer) return;
+  showOverlay("Reconnecting…", { ...workspace, progress: 100, message: why });
+  retryTimer = setTimeout(async () => {
+    retryTimer = null;
+    if (stateUrl) {
+      // Running still? The answer also brings us back in step after missed events.
+      try {
+        update(await api("GET", stateUrl));
+        return;
+      } catch {
+        /* the portal did not answer: fall through and try the display anyway */
+      }
+    }
+    connect();
+  }, retry);
+  retry = Math.min(retry * 2, 8000);
+}
+
 async function connect() {
+  if (session || ended) return;
+  const mine = { rfb: null };
+  session = mine; // claimed before any await: a second call while this one waits does nothing
   showOverlay("Connecting to your desktop", { ...workspace, progress: 100, message: "Opening the display…" });
   let grant;
+  let RFB;
   try {
-    grant = await api("POST", tokenUrl, { mode });
+    [grant, { default: RFB }] = await Promise.all([api("POST", tokenUrl, { mode }), rfbModule]);
   } catch (error) {
-    showOverlay("Cannot open the display", { progress: 100, state: "failed", message: error.message });
-    if (!stateUrl && error.status === 409) setTimeout(connect, 3000); // e.g. a demo not started yet
+    if (session === mine) session = null;
+    // noVNC's code itself did not load: the browser will not fetch it again
+    // in this page, so the page loads itself again.
+    const codeMissing = await rfbModule.then(() => false, () => true);
+    if (codeMissing && window.latticeReload?.()) {
+      showOverlay("Loading the viewer again…", { ...workspace, progress: 100, message: error.message });
+      return;
+    }
+    scheduleRetry(`Could not open the display: ${error.message}`);
     return;
   }
-  rfb = new RFB(screen, grant.url, { credentials: { password: grant.password }, shared: true });
-  rfb.resizeSession = true;
-  rfb.scaleViewport = false;
+  if (session !== mine) return; // stopped or replaced meanwhile
+  const rfb = new RFB(screen, grant.url, { credentials: { password: grant.password }, shared: true });
+  mine.rfb = rfb;
   rfb.viewOnly = mode === "view";
+  // Control: the desktop takes the window's size. View: the picture scales to fit.
+  rfb.resizeSession = mode !== "view";
+  rfb.scaleViewport = mode === "view";
   rfb.focusOnClick = true;
+  const watchdog = setTimeout(() => {
+    if (session === mine) rfb.disconnect(); // the "disconnect" handler tries again
+  }, HANDSHAKE_TIMEOUT);
   rfb.addEventListener("connect", () => {
+    clearTimeout(watchdog);
+    if (session !== mine) return;
     retry = 500;
-    overlay.hidden = true;
-    rfb.focus();
+    showOverlay("Drawing your desktop…", { ...workspace, progress: 100, message: "Connected." });
+    whenDrawn(rfb).then(() => {
+      if (session !== mine) return;
+      overlay.hidden = true;
+      rfb.focus();
+    });
   });
   rfb.addEventListener("disconnect", () => {
-    rfb = null;
-    if (workspace.state !== "running") return;
-    // A dropped connection: reconnect with a new token unless the workspace stopped.
-    showOverlay("Reconnecting…", { ...workspace, progress: 100, message: "The connection dropped; reconnecting." });
-    const refresh = stateUrl ? () => api("GET", stateUrl).then(update).catch(() => {}) : connect;
-    setTimeout(refresh, retry);
-    retry = Math.min(retry * 2, 8000);
+    clearTimeout(watchdog);
+    if (session !== mine) return; // an old connection saying goodbye late
+    session = null;
+    if (workspace.state === "running") scheduleRetry("The connection dropped; reconnecting.");
   });
   rfb.addEventListener("clipboard", (e) => {
     clipboardText.value = e.detail.text;
@@ -73,22 +129,45 @@ async function connect() {
   rfb.addEventListener("credentialsrequired", () => rfb.sendCredentials({ password: grant.password }));
 }
 
-function disconnect() {
-  if (rfb) {
-    const old = rfb;
-    rfb = null;
-    old.disconnect();
-  }
+// Resolves once the canvas shows more than one colour (the first frame has
+// been drawn), or after FIRST_FRAME_WAIT: a screen may well be all one colour.
+function whenDrawn(rfb) {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const look = () => {
+      const canvas = screen.querySelector("canvas");
+      if (performance.now() - started > FIRST_FRAME_WAIT || (canvas && drawn(canvas))) resolve();
+      else setTimeout(look, 50);
+    };
+    look();
+  });
 }
 
-clipboardText.addEventListener("input", () => rfb?.clipboardPasteFrom(clipboardText.value));
+function drawn(canvas) {
+  if (!canvas.width || !canvas.height) return false;
+  const row = canvas.getContext("2d").getImageData(0, canvas.height >> 1, canvas.width, 1).data;
+  for (let i = 4; i < row.length; i += 4 * 16) {
+    if (row[i] !== row[0] || row[i + 1] !== row[1] || row[i + 2] !== row[2]) return true;
+  }
+  return false;
+}
+
+function disconnect() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  const old = session;
+  session = null;
+  old?.rfb?.disconnect();
+}
+
+clipboardText.addEventListener("input", () => session?.rfb?.clipboardPasteFrom(clipboardText.value));
 // Text copied in the browser goes to the desktop when the user comes back to it.
 screen.addEventListener("focusin", async () => {
   try {
     const text = await navigator.clipboard.readText();
     if (text && text !== clipboardText.value) {
       clipboardText.value = text;
-      rfb?.clipboardPasteFrom(text);
+      session?.rfb?.clipboardPasteFrom(text);
     }
   } catch {
     /* the browser did not grant clipboard reading: the panel still works */
@@ -115,6 +194,7 @@ onEvent("seat-workspace", (event) => {
 });
 onEvent("demo", (event) => {
   if (String(event.classroom) === demoClassroom && !event.active) {
+    ended = true;
     workspace.state = "stopped";
     disconnect();
     showOverlay("The demo has ended", { progress: 100, state: "done", message: "Back to your own work." });
@@ -131,9 +211,19 @@ if (releaseUrl) {
 }
 document.getElementById("save-image")?.addEventListener("click", async () => {
   const { openSaveDialog } = await import("./save_image.js");
-  const names = (workspace.containers || []).map((c) => c.name);
-  const choice = names.length > 1 ? prompt(`Save which container? (${names.join(", ")})`, names[1]) : names[0];
-  if (choice && names.includes(choice)) openSaveDialog(id, choice);
+  openSaveDialog(id, (workspace.containers || []).map((c) => c.name));
 });
+if (stateUrl) {
+  // Live events carry every change; this only catches one that was missed
+  // (the events socket reconnecting, say) while the workspace is on its way.
+  setInterval(async () => {
+    if (document.hidden || workspace.state === "running" || workspace.state === "stopped") return;
+    try {
+      update(await api("GET", stateUrl));
+    } catch {
+      /* the next look may work */
+    }
+  }, STATE_POLL);
+}
 
 update(workspace);

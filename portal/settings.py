@@ -246,6 +246,15 @@ LATTICE_OBJECT_STORAGE = env.string("LATTICE_OBJECT_STORAGE", str(VAR_DIR / "obj
 LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4)
 LATTICE_SAVED_IMAGES_MAX_COUNT = env.integer("LATTICE_SAVED_IMAGES_MAX_COUNT", 10)
 LATTICE_SAVED_IMAGES_MAX_BYTES = env.integer("LATTICE_SAVED_IMAGES_MAX_BYTES", 5 * 1024**3)
+# Admin builds and pulls: how long they may take and what a build step may use.
+LATTICE_BUILD_TIMEOUT = env.number("LATTICE_BUILD_TIMEOUT", 1800.0)
+LATTICE_PULL_TIMEOUT = env.number("LATTICE_PULL_TIMEOUT", 1800.0)
+LATTICE_BUILD_MEMORY = env.string("LATTICE_BUILD_MEMORY", "2g")
+LATTICE_BUILD_CPUS = env.integer("LATTICE_BUILD_CPUS", 1)
+# A job queued or running longer than this has lost its worker: it is failed.
+LATTICE_JOB_STALE_SECONDS = env.number(
+    "LATTICE_JOB_STALE_SECONDS", max(LATTICE_BUILD_TIMEOUT, LATTICE_PULL_TIMEOUT) + 600
+)
 # A registry admins pull catalog images from, e.g. "registry.school.org:5000".
 LATTICE_REGISTRY = env.string("LATTICE_REGISTRY", "")
 LATTICE_DEMO_PASSWORD_FILE = VAR_DIR / "demo-password"

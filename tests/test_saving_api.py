@@ -159,7 +159,9 @@ def test_saved_images_are_private(api_client, as_owner, workspace, stranger):
     launch = api_client.post(
         "/api/workspaces/", {"display": "desktop", "apps": ["owner/my-ide:1"]}, format="json"
     )
-    assert launch.status_code == 400
+    # Neither seen nor launched: for another user it does not exist.
+    assert launch.status_code == 404
+    assert not Workspace.objects.filter(owner=stranger).exists()
 
 
 def test_owner_renames_and_describes(as_owner, workspace):

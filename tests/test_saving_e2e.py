@@ -153,7 +153,7 @@ def test_a_saved_ide_keeps_files_and_settings_but_never_data(
     refused = api_client.post(
         "/api/workspaces/", {"display": "desktop", "apps": ["owner/my-ide:1"]}, format="json"
     )
-    assert refused.status_code == 400
+    assert refused.status_code == 404
 
 
 def test_a_saved_display_launches_as_the_display(engine, student):

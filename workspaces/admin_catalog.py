@@ -53,16 +53,12 @@ RESERVED = {
 }
 
 
-def _setting(name: str, default):
-    return type(default)(getattr(settings, name, default))
-
-
 def build_timeout() -> float:
-    return _setting("LATTICE_BUILD_TIMEOUT", 1800.0)
+    return settings.LATTICE_BUILD_TIMEOUT
 
 
 def pull_timeout() -> float:
-    return _setting("LATTICE_PULL_TIMEOUT", 1800.0)
+    return settings.LATTICE_PULL_TIMEOUT
 
 
 class CatalogError(ValueError):
@@ -344,8 +340,8 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
             scratch,
             log,
             buildargs={"BASE": BASE_IMAGE},
-            memory=_setting("LATTICE_BUILD_MEMORY", "2g"),
-            cpus=_setting("LATTICE_BUILD_CPUS", 1),
+            memory=settings.LATTICE_BUILD_MEMORY,
+            cpus=settings.LATTICE_BUILD_CPUS,
             timeout=build_timeout(),
         )
 

@@ -90,8 +90,7 @@ def settle(job: Job, state: str, message: str, result: dict | None = None) -> bo
 
 def stale_job_seconds() -> float:
     """After how long a queued or running job is given up: longer than any build or pull may take."""
-    limits = [getattr(settings, name, 1800) for name in ("LATTICE_BUILD_TIMEOUT", "LATTICE_PULL_TIMEOUT")]
-    return float(getattr(settings, "LATTICE_JOB_STALE_SECONDS", max(limits) + 600))
+    return settings.LATTICE_JOB_STALE_SECONDS
 
 
 def fail_stale(older_than_seconds: float) -> int:

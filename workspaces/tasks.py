@@ -246,9 +246,16 @@ def reconcile() -> dict:
     workspaces the engine has but the database does not (a crash between the
     two) are removed.
     """
-    stale_saves = saving.fail_stale_saves(saving.STALE_SAVE_SECONDS)  # before the engine: it may be down
+    # What needs no engine first: the engine may be the thing that is down.
+    fixed = {
+        "failed": 0,
+        "orphans": 0,
+        "resumed": 0,
+        "stale_saves": saving.fail_stale_saves(saving.STALE_SAVE_SECONDS),
+        "stale_jobs": jobs.fail_stale(jobs.stale_job_seconds()),
+        "stale_seats": classrooms.fail_stale_seats(),
+    }
     engine = backend().list_workspaces()
-    fixed = {"failed": 0, "orphans": 0, "resumed": 0, "stale_saves": stale_saves}
     for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
         if engine.get(ws.engine_id) != "running" and _settle(
             ws,
@@ -278,7 +285,6 @@ def reconcile() -> dict:
     for engine_id in set(engine) - known:
         backend().remove(engine_id)
         fixed["orphans"] += 1
-    fixed["stale_jobs"] = jobs.fail_stale(jobs.stale_job_seconds())
     return fixed
 
 

@@ -202,6 +202,8 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {"task": "workspaces.tasks.reconcile", "schedule": 60.0},
+    # Often: a control session lasts 90 s without renewal (teaching.CONTROL_TTL).
+    "expire-control": {"task": "workspaces.tasks.expire_control", "schedule": 15.0},
 }
 
 # --- REST API -----------------------------------------------------------------

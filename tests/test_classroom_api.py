@@ -5,7 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from workspaces import classrooms, display_tokens, lifecycle, teaching
+from workspaces import classrooms, display_tokens, lifecycle, tasks, teaching
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -353,12 +353,36 @@ def test_control_lasts_while_any_teacher_page_holds_it(api_client, teacher, clas
     assert bad.status_code == 400 and "control session" in bad.json()["detail"]
 
 
-def test_a_control_session_that_never_ends_expires(teacher, classroom, watched, monkeypatch):
-    teaching.start_control(classroom, teacher, watched.workspace, "crashed-tab")
-    assert teaching.controlled_by(watched.workspace) == "teach"
-    later = teaching.time.time() + teaching.CONTROL_TTL + 1
-    monkeypatch.setattr(teaching.time, "time", lambda: later)
+def test_a_control_session_that_is_not_renewed_ends_with_its_connections(
+    api_client, teacher, classroom, watched, monkeypatch
+):
+    base = f"/api/classrooms/{classroom.pk}/students/owner"
+    api = as_user(api_client, teacher)
+    api.post(f"{base}/display-token/?session=crashed-tab", {"mode": "control"}, format="json")
+    api.post(f"{base}/display-token/?session=live-tab", {"mode": "control"}, format="json")
+    redis = lifecycle.redis_client()
+    opened = display_tokens.now(redis)
+    crashed = teaching.control_scope(watched.workspace, teacher, "crashed-tab")
+    live = teaching.control_scope(watched.workspace, teacher, "live-tab")
+    now = teaching.time.time()
+    monkeypatch.setattr(teaching.time, "time", lambda: now + teaching.CONTROL_TTL - 5)
+    assert api.post(f"{base}/renew/?session=live-tab").status_code == 204  # its page renews it
+    monkeypatch.setattr(teaching.time, "time", lambda: now + teaching.CONTROL_TTL + 1)
+    tasks.expire_control()
+    assert teaching.controlled_by(watched.workspace) == "teach"  # live-tab still holds it
+    assert display_tokens.revoked_since(redis, (crashed,), opened)
+    assert not display_tokens.revoked_since(redis, (live,), opened)
+    monkeypatch.setattr(teaching.time, "time", lambda: now + 3 * teaching.CONTROL_TTL)
+    tasks.expire_control()
     assert teaching.controlled_by(watched.workspace) is None
+    assert display_tokens.revoked_since(redis, (live,), opened)
+
+
+def test_the_viewer_renews_its_control_session(client, teacher, classroom, watched):
+    client.force_login(teacher)
+    page = client.get(f"/classrooms/{classroom.pk}/students/owner/?mode=control").content.decode()
+    session = page.split('data-token-url="')[1].split('"')[0].split("?session=")[1]
+    assert f'data-renew-url="/api/classrooms/{classroom.pk}/students/owner/renew/?session={session}"' in page
 
 
 def test_the_student_page_is_one_control_session(client, teacher, classroom, watched):

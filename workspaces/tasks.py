@@ -238,6 +238,12 @@ def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
 
 
 @shared_task
+def expire_control() -> int:
+    """End teachers' control of screens whose viewer page went away without a word."""
+    return teaching.expire_control_sessions()
+
+
+@shared_task
 def reconcile() -> dict:
     """Bring the database and the engine's labels together.
 

@@ -25,8 +25,12 @@ from .models import Classroom, Seat, User, Workspace, WorkspaceState
 DEMO_KEY = "lattice:demo:"
 CONTROL_KEY = "lattice:control:"
 NOTICES_KEY = "lattice:notices:"
-# A control session that never said goodbye (a crashed browser) ends by itself.
-CONTROL_TTL = 3600
+# A control session lives while its page renews it (every CONTROL_RENEW
+# seconds); one whose page went away without a word ends by itself, and its
+# connections with it, so the student's notice never outlasts the control
+# nor the control the notice.
+CONTROL_TTL = 90
+CONTROL_RENEW = 30
 NOTICE_TTL = 24 * 3600
 SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -43,13 +47,38 @@ def _control_member(session: str, teacher: str) -> str:
 
 
 def _controllers(client, key: str) -> list[str]:
-    client.zremrangebyscore(key, "-inf", time.time())
+    """Who controls the screen now; sessions that expired are ended, connections and all."""
+    workspace_id = int(key.removeprefix(CONTROL_KEY))
+    for member in client.zrangebyscore(key, "-inf", time.time()):
+        session, teacher = json.loads(member)
+        display_tokens.revoke_scope(client, _scope(workspace_id, teacher, session))
+        client.zrem(key, member)
     return sorted({json.loads(m)[1] for m in client.zrange(key, 0, -1)})
+
+
+def _scope(workspace_id: int, teacher: str, session: str) -> str:
+    return f"control:{workspace_id}:{teacher}:{session}"
 
 
 def control_scope(workspace: Workspace, teacher: User, session: str) -> str:
     """The display-token scope of one control session: ending it closes its connections."""
-    return f"control:{workspace.pk}:{teacher.username}:{check_session(session)}"
+    return _scope(workspace.pk, teacher.username, check_session(session))
+
+
+def expire_control_sessions() -> int:
+    """End control sessions whose page stopped renewing them; how many screens changed."""
+    client = lifecycle.redis_client()
+    changed = 0
+    for raw in client.scan_iter(match=f"{CONTROL_KEY}*"):
+        key = raw.decode()
+        before = client.zcard(key)
+        left = _controllers(client, key)
+        if client.zcard(key) != before:
+            workspace = Workspace.objects.filter(pk=int(key.removeprefix(CONTROL_KEY))).first()
+            if workspace is not None:
+                _announce_control(workspace, left)
+            changed += 1
+    return changed
 
 
 def demo_scope(classroom: Classroom) -> str:
@@ -71,7 +100,8 @@ def start_control(classroom: Classroom, teacher: User, workspace: Workspace, ses
     client = lifecycle.redis_client()
     key = f"{CONTROL_KEY}{workspace.pk}"
     client.zadd(key, {_control_member(check_session(session), teacher.username): time.time() + CONTROL_TTL})
-    client.expire(key, CONTROL_TTL)
+    # The set outlives its members, so an expired session is still found and ended.
+    client.expire(key, 24 * 3600)
     _announce_control(workspace, _controllers(client, key))
 
 

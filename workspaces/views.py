@@ -223,6 +223,7 @@ def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse
             "mode": mode,
             "token_url": f"{base}/display-token/{session}",
             "release_url": f"{base}/release/{session}" if mode == "control" else "",
+            "renew_url": f"{base}/renew/{session}" if mode == "control" else "",
             "back_url": reverse("classroom", args=[classroom.pk]),
             "title": f"{username}'s screen",
             "switch_url": f"?mode={'view' if mode == 'control' else 'control'}",

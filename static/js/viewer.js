@@ -13,7 +13,7 @@ const stateBadge = document.getElementById("viewer-state");
 const clipboardText = document.getElementById("clipboard-text");
 const id = Number(screen.dataset.workspace);
 const mode = screen.dataset.mode;
-const { tokenUrl, stateUrl, releaseUrl, demoClassroom } = screen.dataset;
+const { tokenUrl, stateUrl, releaseUrl, renewUrl, demoClassroom } = screen.dataset;
 // Started now, awaited when first needed: listeners must be in place before
 // any await, or a live event sent meanwhile would be lost.
 const rfbModule = import(screen.dataset.rfb);
@@ -21,6 +21,7 @@ const rfbModule = import(screen.dataset.rfb);
 const HANDSHAKE_TIMEOUT = 10000; // ms without noVNC's "connect": try again
 const FIRST_FRAME_WAIT = 3000; // ms at most showing "Drawing…" after connecting
 const STATE_POLL = 4000; // ms between looks at the state while not running (events can be missed)
+const CONTROL_RENEW = 30000; // ms: a teacher's control session ends if this page stops renewing it
 
 let workspace = JSON.parse(document.getElementById("initial-workspace").textContent);
 let session = null; // the RFB connection we are on, or trying to open
@@ -201,6 +202,10 @@ onEvent("demo", (event) => {
     setTimeout(() => location.assign("/"), 1500);
   }
 });
+if (renewUrl) {
+  // The student's notice, and this control, last as long as this page says so.
+  setInterval(() => api("POST", renewUrl).catch(() => {}), CONTROL_RENEW);
+}
 if (releaseUrl) {
   // Control ends with the page: the student's notice goes away.
   window.addEventListener("pagehide", () => {

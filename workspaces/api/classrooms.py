@@ -273,6 +273,16 @@ class ReleaseControl(APIView):
         return Response(status=204)
 
 
+class RenewControl(APIView):
+    """Keep one control session alive: the viewer page calls it every CONTROL_RENEW seconds."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, pk: int, username: str) -> Response:
+        classroom, workspace = _student_workspace(request, pk, username)
+        _guard(lambda: teaching.start_control(classroom, request.user, workspace, _control_session(request)))
+        return Response(status=204)
+
+
 class StudentThumbnail(APIView):
     """A small, recent picture of a student's screen (refreshed at most every few seconds)."""
 

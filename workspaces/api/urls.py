@@ -46,6 +46,11 @@ urlpatterns = [
         name="api-student-release",
     ),
     path(
+        "classrooms/<int:pk>/students/<str:username>/renew/",
+        classrooms.RenewControl.as_view(),
+        name="api-student-renew",
+    ),
+    path(
         "classrooms/<int:pk>/students/<str:username>/thumbnail.png",
         classrooms.StudentThumbnail.as_view(),
         name="api-student-thumbnail",

@@ -14,7 +14,17 @@ from django.db import connections
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import admin_catalog, classrooms, display_tokens, jobs, lifecycle, saving, services_health, teaching
+from . import (
+    admin_catalog,
+    classrooms,
+    display_tokens,
+    jobs,
+    lifecycle,
+    saving,
+    services_health,
+    teaching,
+    thumbnails,
+)
 from .engine.base import EngineError
 from .engine_access import backend
 from .events import class_group, publish, publish_group
@@ -235,6 +245,19 @@ def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
     """Rows in a passing state for longer than any start could take: their task is gone."""
     limit = timezone.now() - timedelta(seconds=settings.LATTICE_SPAWN_TIMEOUT + 120)
     return Workspace.objects.filter(state__in=states, deleting=deleting, updated__lt=limit)
+
+
+@shared_task
+def capture_thumbnail(workspace_id: int) -> None:
+    """One picture of a running screen for the class grid (see thumbnails.py)."""
+    try:
+        ws = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.RUNNING).first()
+        if ws is not None:
+            thumbnails.store(ws.pk, thumbnails.capture(ws))
+    except lifecycle.WrongState as exc:
+        logger.info("no thumbnail of workspace %s: %s", workspace_id, exc)
+    finally:
+        thumbnails.captured(workspace_id)
 
 
 @shared_task

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -15,7 +14,7 @@ from rest_framework.views import APIView
 from .. import classrooms, jobs, lifecycle, teaching, thumbnails
 from ..models import Broadcast, Classroom, Role, Seat, Workspace
 from .auth import JobSerializer
-from .errors import Conflict
+from .errors import Conflict, Unavailable
 from .workspaces import token_response
 
 
@@ -291,11 +290,9 @@ class StudentThumbnail(APIView):
         _, workspace = _student_workspace(request, pk, username)
         if workspace.state != "running":
             raise Conflict(f"{username}'s workspace is {workspace.state}.")
-        key = f"thumb:{workspace.pk}"
-        png = cache.get(key)
+        png = thumbnails.picture(workspace.pk)
         if png is None:
-            png = _guard(lambda: thumbnails.capture(workspace))
-            cache.set(key, png, thumbnails.MAX_AGE)
+            raise Unavailable(f"{username}'s screen has not answered yet; the picture follows shortly.")
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = f"private, max-age={thumbnails.MAX_AGE}"
         return response

@@ -36,6 +36,14 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class Unavailable(exceptions.APIException):
+    """Not there yet; asking again in a moment works (HTTP 503)."""
+
+    status_code = 503
+    default_detail = "Not ready yet; try again in a moment."
+    default_code = "unavailable"
+
+
 class OverLimit(exceptions.APIException):
     status_code = 429
     default_detail = "Over the limit."

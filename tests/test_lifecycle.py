@@ -72,7 +72,9 @@ def make(owner, desktop, state: str, **fields) -> Workspace:
 # -- claims ---------------------------------------------------------------------------------
 
 
-def test_a_stop_during_a_start_leaves_the_engine_to_the_start(owner, desktop, django_capture_on_commit_callbacks):
+def test_a_stop_during_a_start_leaves_the_engine_to_the_start(
+    owner, desktop, django_capture_on_commit_callbacks
+):
     ws = make(owner, desktop, "starting")
     with django_capture_on_commit_callbacks() as queued:
         lifecycle.stop(ws)
@@ -148,7 +150,9 @@ def test_a_start_that_breaks_in_lattice_ends_failed_with_a_reason(owner, desktop
     assert "error in Lattice (KeyError)" in ws.message
 
 
-def test_an_engine_down_during_stop_leaves_a_failed_workspace_that_can_be_stopped_again(owner, desktop, engine):
+def test_an_engine_down_during_stop_leaves_a_failed_workspace_that_can_be_stopped_again(
+    owner, desktop, engine
+):
     ws = make(owner, desktop, "stopping")
     engine.fail["stop"] = EngineUnavailable("Stopping the workspace: cannot reach the container engine.")
     tasks.stop_workspace(ws.pk)
@@ -211,7 +215,9 @@ def test_reconcile_takes_up_work_whose_task_died(owner, desktop, engine, monkeyp
 
 
 def test_reconcile_fails_a_running_workspace_whose_display_died_and_says_so(owner, desktop, engine):
-    ws = make(owner, desktop, "running", engine_state={"containers": [{"name": "display", "state": "running"}]})
+    ws = make(
+        owner, desktop, "running", engine_state={"containers": [{"name": "display", "state": "running"}]}
+    )
     engine.workspaces[ws.engine_id] = "stopped"
     token = display_tokens.issue(lifecycle.redis_client(), display_tokens.Grant(ws.pk, "/s", "view"), 60)
     assert tasks.reconcile()["failed"] == 1

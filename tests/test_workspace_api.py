@@ -90,6 +90,17 @@ def test_another_users_saved_image_cannot_be_launched(as_owner, catalog, strange
     assert not Workspace.objects.filter(owner__username="owner").exists()
 
 
+def test_a_kiosk_display_takes_exactly_one_app(as_owner, catalog):
+    Image.objects.create(
+        slug="kiosk", reference="lattice/kiosk:latest", kind="display", title="K", kiosk=True
+    )
+    for apps in ([], ["ide", "office"]):
+        response = launch(as_owner, "kiosk", apps)
+        assert response.status_code == 400
+        assert "kiosk display: it shows exactly one app" in response.json()["detail"]
+    assert launch(as_owner, "kiosk", ["ide"]).status_code == 202
+
+
 def test_running_limit_answers_429(as_owner, catalog, settings):
     settings.LATTICE_MAX_RUNNING_WORKSPACES = 2
     assert launch(as_owner).status_code == 202
@@ -164,7 +175,9 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     assert view["url"].startswith("ws://testserver:6080/?token=")
     token = view["url"].split("token=")[1]
     grant = display_tokens.consume(lifecycle.redis_client(), token)
-    assert grant == display_tokens.Grant(workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view")
+    assert grant == display_tokens.Grant(
+        workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view"
+    )
     assert display_tokens.consume(lifecycle.redis_client(), token) is None  # single use
 
 

@@ -91,6 +91,10 @@ def pick_images(
     wrong = [slug for slug in apps if allowed[slug].kind != ImageKind.APP]
     if wrong:
         raise LaunchError(f"{', '.join(wrong)} is a display image; apps must be app images.")
+    if allowed[display].kiosk and len(apps) != 1:
+        raise LaunchError(
+            f"'{display}' is a kiosk display: it shows exactly one app full screen. Choose one app."
+        )
     chosen = [allowed[slug] for slug in apps]
     names = [container_name(image) for image in chosen]
     if "display" in names or len(set(names)) != len(names):
@@ -247,7 +251,9 @@ def issue_display_token(workspace: Workspace, mode: str, scopes: tuple[str, ...]
     ``scopes`` name what else the token is for (a demo, a teacher's control),
     so that ending that also ends the connection.
     """
-    current = Workspace.objects.filter(pk=workspace.pk, deleting=False).values("state", "engine_state").first()
+    current = (
+        Workspace.objects.filter(pk=workspace.pk, deleting=False).values("state", "engine_state").first()
+    )
     state = current["state"] if current else "gone"
     if state != WorkspaceState.RUNNING:
         raise WrongState(f"The workspace is {state}; its display opens once it is running.")

@@ -170,7 +170,9 @@ def spawn_workspace(workspace_id: int) -> None:
         message = _failure(exc, "Starting the workspace")
         logger.warning("workspace %s failed to start: %s", workspace_id, message)
         engine_state = {"containers": _containers(ws.engine_id)}
-        if not _settle(ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message, engine_state=engine_state):
+        if not _settle(
+            ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message, engine_state=engine_state
+        ):
             _carry_out_interruption(workspace_id)
         return
     # start() returned, so every container of the spec runs: no need to ask the engine.

@@ -86,3 +86,7 @@ def lattice():
             backend().remove(workspace_id)
         worker.stop()
         proxy.stop()
+        # The benchmark's users and their files were made up for it: nothing of them stays.
+        from tests.leftovers import remove_everything_under
+
+        remove_everything_under("latticebench")

@@ -242,7 +242,21 @@ LATTICE_DISPLAY_PROXY_PORT = env.integer("LATTICE_DISPLAY_PROXY_PORT", 6080)
 # folder per workspace here and bind-mounts it into the display; the worker
 # and the display proxy open the sockets. All three must see the same path.
 LATTICE_DISPLAY_SOCKET_DIR = env.string("LATTICE_DISPLAY_SOCKET_DIR", str(VAR_DIR / "displays"))
+# Where data volumes are backed up: a folder, or s3://bucket/prefix (any
+# S3-compatible store; LATTICE_S3_ENDPOINT_URL for one that is not AWS).
 LATTICE_OBJECT_STORAGE = env.string("LATTICE_OBJECT_STORAGE", str(VAR_DIR / "object-storage"))
+LATTICE_S3_ENDPOINT_URL = env.string("LATTICE_S3_ENDPOINT_URL", "")
+LATTICE_S3_REGION = env.string("LATTICE_S3_REGION", "")
+LATTICE_S3_ACCESS_KEY = env.string("LATTICE_S3_ACCESS_KEY", "")
+LATTICE_S3_SECRET_KEY = env.string("LATTICE_S3_SECRET_KEY", "")
+# Running workspaces' files are backed up this often (and every workspace
+# when it stops); this many backups are kept per user.
+LATTICE_BACKUP_INTERVAL = env.number("LATTICE_BACKUP_INTERVAL", 3600.0)
+LATTICE_BACKUPS_KEPT = env.integer("LATTICE_BACKUPS_KEPT", 5)
+CELERY_BEAT_SCHEDULE["back-up-data"] = {
+    "task": "workspaces.tasks.back_up_due",
+    "schedule": LATTICE_BACKUP_INTERVAL,
+}
 # Workspace starts at once during a broadcast: about two per core keeps a
 # 2-core machine responsive while the others wait their turn.
 LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4)

@@ -66,6 +66,13 @@ def _fresh_engine():
 
 
 @pytest.fixture
+def student(api_client, owner):
+    """An API client signed in as the owner (a student)."""
+    api_client.force_authenticate(owner)
+    return api_client
+
+
+@pytest.fixture
 def api_client():
     from rest_framework.test import APIClient
 

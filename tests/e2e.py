@@ -88,7 +88,7 @@ def data_volumes() -> list[str]:
 
 def never_ready_image() -> str:
     """A display image whose VNC server never answers (it only sleeps)."""
-    tag = "latticetest/never-ready:latest"
+    tag = f"{settings.LATTICE_ENGINE_PREFIX}/never-ready:latest"  # removed with the run's other objects
     dockerfile = 'FROM lattice/base:latest\nLABEL lattice.kind=display\nENTRYPOINT ["sleep", "infinity"]\n'
     subprocess.run(
         ["docker", "build", "-q", "-t", tag, "-"],
@@ -110,3 +110,36 @@ def wait_for_job(job_id: int, timeout: float = 300):
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} not finished after {timeout} s")
+
+
+def launch(client, display: str = "desktop", apps=("ide",)) -> int:
+    """Launch through the API (as the client's user); the new workspace's id."""
+    response = client.post("/api/workspaces/", {"display": display, "apps": list(apps)}, format="json")
+    assert response.status_code == 202, response.json()
+    return response.json()["id"]
+
+
+def running(client, display: str = "desktop", apps=("ide",)) -> int:
+    """Launch and wait until the workspace runs; its id."""
+    ws = wait_for_state(launch(client, display, apps), {"running", "failed"})
+    assert ws.state == "running", ws.message
+    return ws.pk
+
+
+def sh(engine, ws_id: int, container: str, script: str) -> str:
+    """Run a shell script as the user in one of the workspace's containers; its output."""
+    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
+    assert code == 0, out
+    return out.decode()
+
+
+def pointer(engine, ws_id: int) -> tuple[int, int]:
+    """Where the display's X server has the pointer."""
+    out = sh(
+        engine,
+        ws_id,
+        "display",
+        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
+    )
+    values = dict(line.split("=") for line in out.split())
+    return int(values["X"]), int(values["Y"])

@@ -108,6 +108,10 @@ os.environ.setdefault("LATTICE_FAST_PASSWORD_HASHING", "1")
 # Short enough that the never-ready test is quick, long enough for a loaded CI machine.
 os.environ.setdefault("LATTICE_SPAWN_TIMEOUT", "20")
 os.environ.setdefault("LATTICE_VAR_DIR", str(ROOT / "var" / "test"))
+# Backups of this run's made-up users go to a folder of this run's own.
+_object_storage = tempfile.mkdtemp(prefix="lattice-test-objects-")
+os.environ.setdefault("LATTICE_OBJECT_STORAGE", _object_storage)
+atexit.register(shutil.rmtree, _object_storage, True)
 # One database file per run, so two runs at once (a developer's and make test)
 # never share, or delete, each other's.
 os.environ.setdefault("LATTICE_TEST_DB", str(ROOT / "var" / "test" / f"test-{os.getpid()}.sqlite3"))

@@ -12,29 +12,12 @@ from PIL import Image as Picture
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import engine_id, wait_for_state
+from tests.e2e import pointer, sh, wait_for_state
 from workspaces.models import Classroom, Job, Seat, Workspace
 from workspaces.rfb import RFBClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 CLASS_SIZE = 5
-
-
-def sh(engine, ws_id: int, container: str, script: str) -> str:
-    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
-    assert code == 0, out
-    return out.decode()
-
-
-def pointer(engine, ws_id: int) -> tuple[int, int]:
-    out = sh(
-        engine,
-        ws_id,
-        "display",
-        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
-    )
-    values = dict(line.split("=") for line in out.split())
-    return int(values["X"]), int(values["Y"])
 
 
 def poke(grant: dict, x: int, y: int) -> None:

@@ -28,7 +28,7 @@ def test_student_logs_in_and_sees_the_dashboard(page, live_server_url, make_user
     page.wait_for_selector(
         "#diagnostics .step:has-text('Everything Lattice needs is reachable')", timeout=30000
     )
-    assert page.locator("#diagnostics .results li.ok").count() == 3
+    assert page.locator("#diagnostics .results li.ok").count() == 4
     page.wait_for_timeout(400)  # let the bar's width transition finish for the picture
     shot = screenshot(page, "student-dashboard")
     assert shot.stat().st_size > 10_000

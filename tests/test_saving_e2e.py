@@ -10,31 +10,11 @@ import time
 import pytest
 from django.conf import settings
 
-from tests.e2e import docker, engine_id, wait_for_state
+from tests.e2e import docker, running, sh, wait_for_state
 from tests.services import ARTIFACTS
 from workspaces.models import Image
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
-
-
-@pytest.fixture
-def student(api_client, owner):
-    api_client.force_authenticate(owner)
-    return api_client
-
-
-def running(client, display="desktop", apps=("ide",)) -> int:
-    response = client.post("/api/workspaces/", {"display": display, "apps": list(apps)}, format="json")
-    assert response.status_code == 202, response.json()
-    ws = wait_for_state(response.json()["id"], {"running", "failed"})
-    assert ws.state == "running", ws.message
-    return ws.pk
-
-
-def sh(engine, ws_id: int, container: str, script: str) -> str:
-    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
-    assert code == 0, out
-    return out.decode()
 
 
 def wait_for_image(image_id: int, timeout: float = 180) -> Image:

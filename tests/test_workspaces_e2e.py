@@ -16,8 +16,12 @@ from tests.e2e import (
     data_volumes,
     engine_id,
     inspect,
+    launch,
     networks_of,
     never_ready_image,
+    pointer,
+    running,
+    sh,
     wait_for_state,
     wait_until_gone,
 )
@@ -31,40 +35,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 REFUSED = (InvalidHandshake, RFBError, ConnectionError, OSError)
 
 
-@pytest.fixture
-def student(api_client, owner):
-    api_client.force_authenticate(owner)
-    return api_client
-
-
-def launch(client, apps=("ide",)) -> int:
-    response = client.post("/api/workspaces/", {"display": "desktop", "apps": list(apps)}, format="json")
-    assert response.status_code == 202, response.json()
-    return response.json()["id"]
-
-
-def running(client, apps=("ide",)) -> int:
-    ws_id = launch(client, apps)
-    ws = wait_for_state(ws_id, {"running", "failed"})
-    assert ws.state == "running", ws.message
-    return ws_id
-
-
 def token(client, ws_id: int, mode: str = "control") -> dict:
     response = client.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": mode}, format="json")
     assert response.status_code == 200, response.json()
     return response.json()
 
 
-def run(engine, ws_id: int, container: str, script: str) -> str:
-    code, out = engine.exec(engine_id(ws_id), container, ["sh", "-c", script])
-    assert code == 0, out
-    return out.decode()
-
-
 def x_windows(engine, ws_id: int) -> str:
     """Names of the windows on the display, as the X server knows them."""
-    return run(
+    return sh(
         engine, ws_id, "display", "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xwininfo -root -tree"
     )
 
@@ -75,17 +54,6 @@ def wait_for_window(engine, ws_id: int, name: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"no {name!r} window:\n{x_windows(engine, ws_id)}")
         time.sleep(0.3)
-
-
-def pointer(engine, ws_id: int) -> tuple[int, int]:
-    out = run(
-        engine,
-        ws_id,
-        "display",
-        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
-    )
-    values = dict(line.split("=") for line in out.split())
-    return int(values["X"]), int(values["Y"])
 
 
 def test_desktop_and_ide_reach_running_and_draw_through_the_proxy(engine, student):
@@ -105,8 +73,8 @@ def test_desktop_and_ide_reach_running_and_draw_through_the_proxy(engine, studen
 
 def test_containers_share_only_data_and_it_survives_everything(engine, student, owner):
     ws_id = running(student)
-    run(engine, ws_id, "ide", "echo private > /home/user/only-in-ide.txt")
-    digest = run(
+    sh(engine, ws_id, "ide", "echo private > /home/user/only-in-ide.txt")
+    digest = sh(
         engine, ws_id, "ide", "head -c 1048576 /dev/urandom > /data/shared.bin && sha256sum /data/shared.bin"
     )
     digest = digest.split()[0]
@@ -114,15 +82,15 @@ def test_containers_share_only_data_and_it_survives_everything(engine, student, 
     code, _ = engine.exec(engine_id(ws_id), "display", ["test", "-e", "/home/user/only-in-ide.txt"])
     assert code != 0
     # ... and /data is the same volume in both.
-    assert run(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
+    assert sh(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
 
     assert student.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
     assert wait_for_state(ws_id, {"stopped"}).state == "stopped"
     assert containers_of(engine_id(ws_id), all_states=False) == []
     assert student.post(f"/api/workspaces/{ws_id}/start/").status_code == 202
     assert wait_for_state(ws_id, {"running", "failed"}).state == "running"
-    assert run(engine, ws_id, "ide", "cat /home/user/only-in-ide.txt").strip() == "private"
-    assert run(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
+    assert sh(engine, ws_id, "ide", "cat /home/user/only-in-ide.txt").strip() == "private"
+    assert sh(engine, ws_id, "display", "sha256sum /data/shared.bin").split()[0] == digest
 
     volumes_before = data_volumes()
     eid = engine_id(ws_id)
@@ -132,7 +100,7 @@ def test_containers_share_only_data_and_it_survives_everything(engine, student, 
     assert data_volumes() == volumes_before  # the data volume is never deleted
 
     again = running(student)
-    assert run(engine, again, "ide", "sha256sum /data/shared.bin").split()[0] == digest
+    assert sh(engine, again, "ide", "sha256sum /data/shared.bin").split()[0] == digest
     code, _ = engine.exec(engine_id(again), "ide", ["test", "-e", "/home/user/only-in-ide.txt"])
     assert code != 0  # a new workspace has fresh containers
 

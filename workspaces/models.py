@@ -351,3 +351,26 @@ class PublishRequest(models.Model):
 
     def __str__(self) -> str:
         return f"publish {self.image_id} ({self.state})"
+
+
+class DataSnapshot(models.Model):
+    """One backup of a user's whole data volume, kept in object storage."""
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="snapshots")
+    key = models.CharField(max_length=255, unique=True, help_text="The object's key in the store")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, help_text="Of the stored bytes: a restore checks it")
+    # Of the files (names, owners, modes, times, contents) but the top
+    # folder's own time, which any write into /data changes: equal when
+    # nothing a user would call a change happened.
+    fingerprint = models.CharField(max_length=64)
+    reason = models.CharField(max_length=32, help_text="stopped, schedule or asked")
+    created = models.DateTimeField(auto_now_add=True)
+    # The last time the volume was found the same as this backup: it still is current.
+    checked = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return self.key

@@ -45,3 +45,16 @@ def database_problem() -> str | None:
     except Exception as exc:  # any driver error means the same thing to a person
         return f"Cannot open the database ({exc}). Check DATABASE_URL."
     return None
+
+
+def object_storage_problem() -> str | None:
+    from .object_store import StoreError, store
+
+    try:
+        store().list("data/")
+    except (StoreError, OSError) as exc:
+        return (
+            f"Cannot use the backup storage {settings.LATTICE_OBJECT_STORAGE} ({exc}). "
+            "Check LATTICE_OBJECT_STORAGE and, for S3, LATTICE_S3_ENDPOINT_URL and its keys."
+        )
+    return None

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from . import (
     admin_catalog,
+    backups,
     classrooms,
     display_tokens,
     jobs,
@@ -38,6 +39,7 @@ from .models import (
     JobState,
     Seat,
     SeatState,
+    User,
     Workspace,
     WorkspaceState,
 )
@@ -55,6 +57,7 @@ def run_diagnostics(job_id: int) -> None:
         ("database", services_health.database_problem),
         ("Redis", services_health.redis_problem),
         ("Docker engine", services_health.docker_problem),
+        ("backup storage", services_health.object_storage_problem),
     ]
     results = {}
     try:
@@ -139,7 +142,7 @@ def _containers(engine_id: str) -> list[dict]:
 
 def _failure(exc: BaseException, doing: str) -> str:
     """What the owner reads when engine work fails: the engine's own words, or that we broke."""
-    if isinstance(exc, EngineError):
+    if isinstance(exc, EngineError | backups.BackupError):
         return str(exc)[:300]
     logger.exception("%s failed", doing)
     return f"{doing} failed because of an error in Lattice ({type(exc).__name__}); try again."[:300]
@@ -159,6 +162,8 @@ def spawn_workspace(workspace_id: int) -> None:
     _announce(ws)
     try:
         spec = lifecycle.spec_for(ws)
+        # On an engine without the owner's files (a new host), their newest backup comes first.
+        backups.restore_if_missing(ws.owner, progress=lambda p, m: _report(ws, p, m))
         endpoint = backend().start(
             spec,
             progress=lambda p, m: _report(ws, p, m),
@@ -218,9 +223,11 @@ def stop_workspace(workspace_id: int) -> None:
         _settle(ws, WorkspaceState.STOPPING, WorkspaceState.FAILED, message[:300], engine_state=engine_state)
         return
     engine_state = {"containers": _containers(ws.engine_id)}
-    _settle(
+    if _settle(
         ws, WorkspaceState.STOPPING, WorkspaceState.STOPPED, "Stopped", progress=0, engine_state=engine_state
-    )
+    ):
+        # Stopped, the files are still: the moment for a consistent backup.
+        back_up.delay(ws.owner_id, "stopped")
 
 
 @shared_task
@@ -247,6 +254,52 @@ def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
     """Rows in a passing state for longer than any start could take: their task is gone."""
     limit = timezone.now() - timedelta(seconds=settings.LATTICE_SPAWN_TIMEOUT + 120)
     return Workspace.objects.filter(state__in=states, deleting=deleting, updated__lt=limit)
+
+
+# --- backups of data volumes ----------------------------------------------------
+
+
+@shared_task
+def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
+    """Back up one user's data volume; with a job, the user follows it on their page."""
+    job = jobs.claim(job_id) if job_id is not None else None
+    if job_id is not None and job is None:
+        return
+    user = User.objects.get(pk=user_id)
+    progress = (lambda p, m: jobs.report(job, p, m)) if job else (lambda p, m: None)
+    client = lifecycle.redis_client()
+    lock = f"lattice:backing-up:{user_id}"
+    # One backup of a user at a time: a stop and the schedule may ask at once.
+    if not client.set(lock, "1", nx=True, ex=3600):
+        if job:
+            jobs.finish(job, JobState.FAILED, "A backup of your files is already under way; try again later.")
+        return
+    try:
+        snapshot = backups.back_up(user, reason, progress)
+    except Exception as exc:
+        message = _failure(exc, "The backup")
+        logger.warning("backup of %s failed: %s", user.username, message)
+        if job:
+            jobs.finish(job, JobState.FAILED, message)
+        return
+    finally:
+        client.delete(lock)
+    if job:
+        jobs.finish(
+            job,
+            JobState.DONE,
+            f"Your files are backed up ({snapshot.size / 1024**2:.1f} MiB).",
+            {"created": snapshot.created.isoformat(), "size": snapshot.size},
+        )
+
+
+@shared_task
+def back_up_due() -> int:
+    """The schedule: everyone whose files may have changed since their last backup."""
+    owners = backups.due()
+    for user in owners:
+        back_up.delay(user.pk, "schedule")
+    return len(owners)
 
 
 @shared_task

@@ -45,6 +45,7 @@ def _my_workspaces(user) -> dict:
         "apps": [i for i in images if i.kind == ImageKind.APP],
         "workspaces": WorkspaceSerializer(workspaces.prefetch_related("apps"), many=True).data,
         "saved": Image.objects.filter(owner=user).select_related("parent").order_by("-created"),
+        "last_backup": user.snapshots.first(),
     }
 
 

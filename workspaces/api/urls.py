@@ -1,13 +1,14 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import admin_catalog, auth, classrooms, saved_images, workspaces
+from . import admin_catalog, auth, backups, classrooms, saved_images, workspaces
 
 urlpatterns = [
     path("auth/token/", auth.ObtainToken.as_view(), name="api-token"),
     path("me/", auth.Me.as_view(), name="api-me"),
     path("jobs/diagnostics/", auth.Diagnostics.as_view(), name="api-diagnostics"),
     path("jobs/<int:pk>/", auth.JobDetail.as_view(), name="api-job"),
+    path("backups/", backups.Backups.as_view(), name="api-backups"),
     path("images/", workspaces.ImageList.as_view(), name="api-images"),
     path("workspaces/", workspaces.WorkspaceList.as_view(), name="api-workspaces"),
     path("workspaces/<int:pk>/", workspaces.WorkspaceDetail.as_view(), name="api-workspace"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import (  # noqa: F401  (re-exported: callers import errors from here)
     ContainerNotFound,
@@ -99,3 +99,17 @@ class Backend(ABC):
     @abstractmethod
     def copy_data(self, src_owner: str, src_path: str, dst_owner: str, dst_path: str) -> list[dict[str, str]]:
         """Copy a folder of one user's data volume into another's, replacing nothing."""
+
+    # The data volume as a whole (backups to object storage): DockerVolumeOps for docker.
+
+    @abstractmethod
+    def data_volume_exists(self, owner: str) -> bool:
+        """Does the engine have this owner's data volume?"""
+
+    @abstractmethod
+    def export_data(self, owner: str, out: BinaryIO) -> int:
+        """Write a tar of the owner's whole data volume to ``out``; the bytes written."""
+
+    @abstractmethod
+    def import_data(self, owner: str, tar: BinaryIO) -> None:
+        """Unpack such a tar into the owner's data volume, making it if missing."""

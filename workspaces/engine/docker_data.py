@@ -67,7 +67,7 @@ class DockerDataOps:
     prefix: str
     _ensure_volume: Any
     data_volume_labels: Any
-    file_ops_image: str = "lattice/base:latest"
+    file_ops_container: Any
 
     def _docker_name(self, workspace_id: str, container: str) -> str:
         return names.container(self.prefix, str(workspace_id), container)
@@ -140,7 +140,7 @@ class DockerDataOps:
         Runs a short-lived, hardened container with the source volume read-only
         and no network. Returns one entry per file with both checksums.
         """
-        from .docker_backend import USER, _translated
+        from .docker_backend import _translated
 
         for path in (src_path, dst_path):
             if posixpath.isabs(path) or ".." in path.split("/") or "\0" in path:
@@ -154,26 +154,11 @@ class DockerDataOps:
                 raise EngineError(f"{src_owner} has no files yet: there is no /data/{src_path}.") from exc
             # The same labelled volume a workspace start would make.
             self._ensure_volume(dst_volume, self.data_volume_labels(dst_owner))
-            container = self.api.create_container(
-                self.file_ops_image,
+            # The target at /data, where the image has it owned by the user:
+            # a volume made here first gets that ownership.
+            container = self.file_ops_container(
+                {src_volume: {"bind": "/src", "mode": "ro"}, dst_volume: {"bind": "/data", "mode": "rw"}},
                 command=["bash", "-c", COPY_SCRIPT, "copy", src_path, dst_path],
-                user=USER,
-                network_disabled=True,
-                labels={"lattice.prefix": self.prefix, "lattice.role": "file-ops"},
-                host_config=self.api.create_host_config(
-                    # The target at /data, where the image has it owned by the
-                    # user: a volume made here first gets that ownership.
-                    binds={
-                        src_volume: {"bind": "/src", "mode": "ro"},
-                        dst_volume: {"bind": "/data", "mode": "rw"},
-                    },
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
-                    mem_limit="256m",
-                    nano_cpus=1_000_000_000,
-                    pids_limit=64,
-                    network_mode="none",
-                ),
             )
             try:
                 self.api.start(container)

@@ -192,8 +192,10 @@ def page(browser, request):
 
 
 def screenshot(page, name: str) -> Path:
+    """The whole page as a person would see it scrolled to the top (the top bar sticks)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True)
     return path
 

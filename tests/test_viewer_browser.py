@@ -93,12 +93,13 @@ def test_a_dropped_connection_comes_back_with_a_fresh_token(page, live_server_ur
     page.on("request", lambda r: tokens.append(r.url) if r.url.endswith("/display-token/") else None)
     page.goto(f"{live_server_url}/workspaces/{ws_id}/")
     page.wait_for_selector("#overlay", state="hidden", timeout=30000)
-    assert len(tokens) == 1
+    connected_with = len(tokens)
+    assert connected_with >= 1
     # The proxy ends every open connection of the workspace (as on a network drop) ...
     display_tokens.revoke(lifecycle.redis_client(), ws_id)
     page.wait_for_selector("#overlay", state="visible", timeout=10000)
-    # ... and the viewer, finding the workspace still running, connects again.
+    # ... and the viewer, finding the workspace still running, connects again with a new token.
     page.wait_for_selector("#overlay", state="hidden", timeout=30000)
-    assert len(tokens) == 2
+    assert len(tokens) > connected_with
     assert canvas_colours(page) > 5
     screenshot(page, "viewer-reconnected")

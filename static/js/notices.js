@@ -60,6 +60,7 @@ function showNotice(notice) {
 
 function showControl() {
   const messages = [...new Set(controls.values())];
+  document.body.classList.toggle("controlled", messages.length > 0);
   if (!messages.length) {
     banner?.remove();
     banner = null;

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
-from . import jobs, saving
+from . import jobs, refusals, saving
 from .catalog import label_flag
 from .engine.base import EngineError
 from .engine_access import backend
@@ -61,11 +61,11 @@ def pull_timeout() -> float:
     return settings.LATTICE_PULL_TIMEOUT
 
 
-class CatalogError(ValueError):
+class CatalogError(refusals.BadInput):
     """Bad input (HTTP 400)."""
 
 
-class CatalogConflict(CatalogError):
+class CatalogConflict(refusals.Conflict, CatalogError):
     """Not possible in the current state: in use, decided already (HTTP 409)."""
 
 

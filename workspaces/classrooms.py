@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import lifecycle
+from . import lifecycle, refusals
 from .catalog import launchable
 from .events import class_group, publish_group
 from .models import (
@@ -37,7 +37,7 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 
-class ClassroomError(ValueError):
+class ClassroomError(refusals.BadInput):
     """Bad input (HTTP 400)."""
 
 

@@ -16,29 +16,29 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import display_tokens
+from . import display_tokens, refusals
 from .catalog import launchable
 from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
 from .models import ACTIVE_STATES, Image, ImageKind, User, Workspace, WorkspaceState
 
 
-class LaunchError(ValueError):
+class LaunchError(refusals.BadInput):
     """Bad input: the message says what to change (HTTP 400)."""
 
 
-class NotAllowed(Exception):
+class NotAllowed(refusals.Forbidden):
     """The image exists but this user may not launch it (HTTP 403)."""
 
 
-class NoSuchImage(LookupError):
+class NoSuchImage(refusals.Missing):
     """Another user's saved image: for this user it does not exist (HTTP 404)."""
 
 
-class WrongState(Exception):
+class WrongState(refusals.Conflict):
     """The workspace is not in a state that allows this (HTTP 409)."""
 
 
-class OverLimit(Exception):
+class OverLimit(refusals.OverLimit):
     """The user runs as many workspaces as allowed (HTTP 429)."""
 
 

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from . import refusals
 from .engine.base import EngineError
 from .engine_access import backend
 from .events import publish
@@ -33,15 +34,15 @@ SAVE_TIME_LIMIT = 900
 STALE_SAVE_SECONDS = 2 * SAVE_TIME_LIMIT
 
 
-class SaveError(ValueError):
+class SaveError(refusals.BadInput):
     """Bad input (HTTP 400)."""
 
 
-class SaveConflict(Exception):
+class SaveConflict(refusals.Conflict):
     """A save of this container is under way, or the workspace cannot be saved now (HTTP 409)."""
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(refusals.OverLimit):
     """Over the saved-image quota (HTTP 429); the message has the figures."""
 
 

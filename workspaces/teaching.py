@@ -18,7 +18,7 @@ import json
 import re
 import time
 
-from . import display_tokens, lifecycle
+from . import display_tokens, lifecycle, refusals
 from .events import publish, publish_group, user_group
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
 
@@ -35,7 +35,7 @@ NOTICE_TTL = 24 * 3600
 SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class BadSession(ValueError):
+class BadSession(refusals.BadInput):
     """A control session id that is not ours (HTTP 400)."""
 
 

@@ -20,7 +20,6 @@ from ..engine.docker_catalog import MAX_UPLOAD_BYTES
 from ..engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
-from .errors import Conflict
 
 
 class IsAdminRole(BasePermission):
@@ -32,15 +31,6 @@ class IsAdminRole(BasePermission):
 
 class AdminView(APIView):
     permission_classes = [IsAdminRole]
-
-
-def _guard(action):
-    try:
-        return action()
-    except admin_catalog.CatalogConflict as exc:
-        raise Conflict(str(exc)) from None
-    except admin_catalog.CatalogError as exc:
-        raise serializers.ValidationError({"detail": str(exc)}) from None
 
 
 class CatalogImageSerializer(serializers.ModelSerializer):
@@ -154,7 +144,7 @@ class CatalogList(AdminView):
         body = AddFromEngine(data=request.data)
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
-        image = _guard(lambda: admin_catalog.add_from_engine(fields.pop("reference"), fields))
+        image = admin_catalog.add_from_engine(fields.pop("reference"), fields)
         return Response(CatalogImageSerializer(image).data, status=201)
 
 
@@ -197,7 +187,7 @@ class CatalogBuild(AdminView):
                 }
             )
         payload = (upload, upload.name) if upload else None
-        job = _guard(lambda: admin_catalog.queue_build(request.user, fields, folder=folder, upload=payload))
+        job = admin_catalog.queue_build(request.user, fields, folder=folder, upload=payload)
         return Response(JobSerializer(job).data, status=202)
 
 
@@ -211,7 +201,7 @@ class CatalogPull(AdminView):
         body = PullRequest(data=request.data)
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
-        job = _guard(lambda: admin_catalog.queue_pull(request.user, fields.pop("reference"), fields))
+        job = admin_catalog.queue_pull(request.user, fields.pop("reference"), fields)
         return Response(JobSerializer(job).data, status=202)
 
 
@@ -239,7 +229,7 @@ class CatalogDetail(AdminView):
             if "visibility" in request.data:
                 seen = VisibilityRequest(data=request.data)
                 seen.is_valid(raise_exception=True)
-                _guard(lambda: admin_catalog.set_visibility(image, **seen.validated_data))
+                admin_catalog.set_visibility(image, **seen.validated_data)
             serializer.save()
         return Response(CatalogImageSerializer(image).data)
 
@@ -248,7 +238,7 @@ class CatalogDetail(AdminView):
         """Refused (409) while workspaces, broadcasts or saved images refer to it; 200 with a note
         when the entry went but the engine kept its image."""
         image = self._image(pk)
-        note = _guard(lambda: admin_catalog.delete(image))
+        note = admin_catalog.delete(image)
         return Response({"detail": note}, status=200) if note else Response(status=204)
 
 
@@ -297,7 +287,7 @@ class ReviewApprove(AdminView):
         review = get_object_or_404(PublishRequest, pk=pk)
         body = ApproveRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        image = _guard(lambda: admin_catalog.approve(review, request.user, dict(body.validated_data)))
+        image = admin_catalog.approve(review, request.user, dict(body.validated_data))
         return Response(CatalogImageSerializer(image).data, status=201)
 
 
@@ -311,7 +301,7 @@ class ReviewReject(AdminView):
         review = get_object_or_404(PublishRequest, pk=pk)
         body = RejectRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        _guard(lambda: admin_catalog.reject(review, request.user, body.validated_data["reason"]))
+        admin_catalog.reject(review, request.user, body.validated_data["reason"])
         review.refresh_from_db()
         return Response(ReviewSerializer(review).data)
 
@@ -328,5 +318,5 @@ class SubmitForPublishing(APIView):
         image = get_object_or_404(Image, pk=pk, owner=request.user)
         body = SubmitRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        review = _guard(lambda: admin_catalog.submit(image, request.user, body.validated_data["note"]))
+        review = admin_catalog.submit(image, request.user, body.validated_data["note"])
         return Response(ReviewSerializer(review).data, status=201)

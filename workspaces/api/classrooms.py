@@ -6,31 +6,15 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import classrooms, jobs, lifecycle, teaching, thumbnails
+from .. import classrooms, jobs, lifecycle, refusals, teaching, thumbnails
 from ..models import Broadcast, Classroom, Role, Seat, Workspace
 from .auth import JobSerializer
-from .errors import Conflict, Unavailable
 from .workspaces import token_response
-
-
-def _guard(action):
-    try:
-        return action()
-    except (classrooms.ClassroomError, lifecycle.LaunchError) as exc:
-        raise serializers.ValidationError({"detail": str(exc)}) from None
-    except lifecycle.WrongState as exc:
-        raise Conflict(str(exc)) from None
-    except lifecycle.NotAllowed as exc:
-        raise PermissionDenied(str(exc)) from None
-    except lifecycle.NoSuchImage as exc:
-        raise NotFound(str(exc)) from None
-    except teaching.BadSession as exc:
-        raise serializers.ValidationError({"detail": str(exc)}) from None
 
 
 def _taught(request: Request, pk: int) -> Classroom:
@@ -77,7 +61,7 @@ class ClassroomList(APIView):
         body = CreateClassroom(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        classroom = _guard(lambda: classrooms.create(request.user, data["name"], data["students"]))
+        classroom = classrooms.create(request.user, data["name"], data["students"])
         return Response(ClassroomSerializer(classroom).data, status=201)
 
 
@@ -103,7 +87,7 @@ class ClassroomStudents(APIView):
         names = body.validated_data["students"] + classrooms.usernames_from_csv(body.validated_data["csv"])
         if not names:
             raise serializers.ValidationError({"detail": "Name at least one student, or upload a CSV."})
-        _guard(lambda: classrooms.add_students(classroom, names))
+        classrooms.add_students(classroom, names)
         return Response(ClassroomSerializer(classroom).data)
 
 
@@ -117,7 +101,7 @@ class ClassroomTeachers(APIView):
         classroom = _taught(request, pk)
         body = AddTeacher(data=request.data)
         body.is_valid(raise_exception=True)
-        _guard(lambda: classrooms.add_teacher(classroom, body.validated_data["username"]))
+        classrooms.add_teacher(classroom, body.validated_data["username"])
         return Response(ClassroomSerializer(classroom).data)
 
 
@@ -130,7 +114,7 @@ class JoinClassroom(APIView):
     def post(self, request: Request) -> Response:
         body = JoinRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        classroom = _guard(lambda: classrooms.join(request.user, body.validated_data["code"]))
+        classroom = classrooms.join(request.user, body.validated_data["code"])
         return Response(StudentClassroomSerializer(classroom).data)
 
 
@@ -178,7 +162,7 @@ class ClassroomBroadcasts(APIView):
         classroom = _taught(request, pk)
         body = BroadcastRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        sent = _guard(lambda: classrooms.broadcast(classroom, request.user, **body.validated_data))
+        sent = classrooms.broadcast(classroom, request.user, **body.validated_data)
         return Response(BroadcastSerializer(sent).data, status=202)
 
 
@@ -203,7 +187,7 @@ class RetrySeat(APIView):
     @extend_schema(request=None, responses={202: SeatSerializer})
     def post(self, request: Request, pk: int, username: str) -> Response:
         seat = get_object_or_404(_broadcast(request, pk).seats, student__username=username.lower())
-        _guard(lambda: classrooms.retry(seat))
+        classrooms.retry(seat)
         seat = Seat.objects.select_related("student", "workspace").get(pk=seat.pk)
         return Response(SeatSerializer(seat).data, status=202)
 
@@ -253,10 +237,10 @@ class StudentScreenToken(APIView):
         body = ScreenToken(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
-        session = _guard(lambda: teaching.check_session(_control_session(request)))
+        session = teaching.check_session(_control_session(request))
         # A control connection belongs to its session: releasing that closes it.
         scopes = (teaching.control_scope(workspace, request.user, session),) if mode == "control" else ()
-        token, password = _guard(lambda: lifecycle.issue_display_token(workspace, mode, scopes=scopes))
+        token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes)
         if mode == "control":
             teaching.start_control(classroom, request.user, workspace, session)
         return Response(token_response(request, token, password, mode))
@@ -268,7 +252,7 @@ class ReleaseControl(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
         _, workspace = _student_workspace(request, pk, username)
-        _guard(lambda: teaching.end_control(workspace, request.user, _control_session(request)))
+        teaching.end_control(workspace, request.user, _control_session(request))
         return Response(status=204)
 
 
@@ -278,7 +262,7 @@ class RenewControl(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
         classroom, workspace = _student_workspace(request, pk, username)
-        _guard(lambda: teaching.start_control(classroom, request.user, workspace, _control_session(request)))
+        teaching.start_control(classroom, request.user, workspace, _control_session(request))
         return Response(status=204)
 
 
@@ -289,10 +273,12 @@ class StudentThumbnail(APIView):
     def get(self, request: Request, pk: int, username: str) -> HttpResponse:
         _, workspace = _student_workspace(request, pk, username)
         if workspace.state != "running":
-            raise Conflict(f"{username}'s workspace is {workspace.state}.")
+            raise refusals.Conflict(f"{username}'s workspace is {workspace.state}.")
         png = thumbnails.picture(workspace.pk)
         if png is None:
-            raise Unavailable(f"{username}'s screen has not answered yet; the picture follows shortly.")
+            raise refusals.Unavailable(
+                f"{username}'s screen has not answered yet; the picture follows shortly."
+            )
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = f"private, max-age={thumbnails.MAX_AGE}"
         return response
@@ -313,7 +299,7 @@ class Demo(APIView):
         workspace = get_object_or_404(
             Workspace.objects.visible(), pk=body.validated_data["workspace"], owner=request.user
         )
-        _guard(lambda: teaching.start_demo(classroom, workspace))
+        teaching.start_demo(classroom, workspace)
         return Response({"active": True, "workspace": workspace.pk}, status=202)
 
     @extend_schema(responses={204: None})
@@ -328,7 +314,7 @@ class DemoToken(APIView):
     @extend_schema(request=None)
     def post(self, request: Request, pk: int) -> Response:
         classroom = get_object_or_404(request.user.classrooms.all(), pk=pk)
-        token, password = _guard(lambda: teaching.demo_token(classroom))
+        token, password = teaching.demo_token(classroom)
         return Response(token_response(request, token, password, "view"))
 
 

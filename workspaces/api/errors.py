@@ -7,6 +7,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..refusals import Refusal
+
 
 def _first_message(data) -> str:
     if isinstance(data, dict):
@@ -19,6 +21,9 @@ def _first_message(data) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, Refusal):
+        # A service said no: its message, with the status its kind of refusal has.
+        return Response({"detail": str(exc)}, status=exc.status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -28,26 +33,6 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     elif not isinstance(response.data, dict) or "detail" not in response.data:
         response.data = {"detail": _first_message(response.data)}
     return response
-
-
-class Conflict(exceptions.APIException):
-    status_code = 409
-    default_detail = "The resource is not in a state that allows this."
-    default_code = "conflict"
-
-
-class Unavailable(exceptions.APIException):
-    """Not there yet; asking again in a moment works (HTTP 503)."""
-
-    status_code = 503
-    default_detail = "Not ready yet; try again in a moment."
-    default_code = "unavailable"
-
-
-class OverLimit(exceptions.APIException):
-    status_code = 429
-    default_detail = "Over the limit."
-    default_code = "over_limit"
 
 
 def json_404(request: HttpRequest, exception: Exception | None = None):

@@ -11,7 +11,6 @@ from rest_framework.views import APIView
 
 from .. import saving
 from ..models import Image, Workspace
-from .errors import Conflict, OverLimit
 
 
 class SavedImageSerializer(serializers.ModelSerializer):
@@ -45,17 +44,6 @@ class CommitRequest(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-def _guard(action):
-    try:
-        return action()
-    except saving.SaveError as exc:
-        raise serializers.ValidationError({"detail": str(exc)}) from None
-    except saving.SaveConflict as exc:
-        raise Conflict(str(exc)) from None
-    except saving.QuotaExceeded as exc:
-        raise OverLimit(str(exc)) from None
-
-
 class CommitContainer(APIView):
     """Save one container of your workspace as a new private image (202; ready when state is "ready")."""
 
@@ -64,11 +52,8 @@ class CommitContainer(APIView):
         workspace = get_object_or_404(Workspace.objects.visible(), pk=pk, owner=request.user)
         body = CommitRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        image = _guard(
-            lambda: saving.save(
-                workspace, name, body.validated_data["name"], body.validated_data["description"]
-            )
-        )
+        image = saving.save(workspace, name, body.validated_data["name"], body.validated_data["description"])
+
         return Response(SavedImageSerializer(image).data, status=202)
 
 
@@ -101,5 +86,5 @@ class SavedImageDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         image = _own_image(request, pk)
-        _guard(lambda: saving.delete(image))
+        saving.delete(image)
         return Response(status=204)

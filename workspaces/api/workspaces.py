@@ -8,7 +8,6 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +15,6 @@ from rest_framework.views import APIView
 from .. import lifecycle
 from ..catalog import launchable
 from ..models import Image, Workspace
-from .errors import Conflict, OverLimit
 
 
 class ImageSerializer(serializers.ModelSerializer):
@@ -57,22 +55,6 @@ def _own_workspace(request: Request, pk: int) -> Workspace:
     )
 
 
-def _run(action):
-    """Call a lifecycle service, turning its refusals into API errors."""
-    try:
-        return action()
-    except lifecycle.WrongState as exc:
-        raise Conflict(str(exc)) from None
-    except lifecycle.OverLimit as exc:
-        raise OverLimit(str(exc)) from None
-    except lifecycle.LaunchError as exc:
-        raise serializers.ValidationError({"detail": str(exc)}) from None
-    except lifecycle.NotAllowed as exc:
-        raise PermissionDenied(str(exc)) from None
-    except lifecycle.NoSuchImage as exc:
-        raise NotFound(str(exc)) from None
-
-
 class ImageList(APIView):
     @extend_schema(responses=ImageSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -89,7 +71,7 @@ class WorkspaceList(APIView):
     def post(self, request: Request) -> Response:
         data = LaunchSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        ws = _run(lambda: lifecycle.launch(request.user, **data.validated_data))
+        ws = lifecycle.launch(request.user, **data.validated_data)
         return Response(WorkspaceSerializer(ws).data, status=202)
 
 
@@ -101,7 +83,7 @@ class WorkspaceDetail(APIView):
     @extend_schema(responses={202: None})
     def delete(self, request: Request, pk: int) -> Response:
         ws = _own_workspace(request, pk)
-        _run(lambda: lifecycle.delete(ws))
+        lifecycle.delete(ws)
         return Response({"id": ws.pk, "state": "stopping"}, status=202)
 
 
@@ -109,7 +91,7 @@ class WorkspaceStart(APIView):
     @extend_schema(request=None, responses={202: WorkspaceSerializer})
     def post(self, request: Request, pk: int) -> Response:
         ws = _own_workspace(request, pk)
-        _run(lambda: lifecycle.start(ws))
+        lifecycle.start(ws)
         ws.refresh_from_db()
         return Response(WorkspaceSerializer(ws).data, status=202)
 
@@ -118,7 +100,7 @@ class WorkspaceStop(APIView):
     @extend_schema(request=None, responses={202: WorkspaceSerializer})
     def post(self, request: Request, pk: int) -> Response:
         ws = _own_workspace(request, pk)
-        _run(lambda: lifecycle.stop(ws))
+        lifecycle.stop(ws)
         ws.refresh_from_db()
         return Response(WorkspaceSerializer(ws).data, status=202)
 
@@ -156,7 +138,7 @@ class DisplayToken(APIView):
         body = TokenRequest(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
-        token, password = _run(lambda: lifecycle.issue_display_token(ws, mode))
+        token, password = lifecycle.issue_display_token(ws, mode)
         return Response(token_response(request, token, password, mode))
 
 

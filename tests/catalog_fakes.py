@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
+from tests.fakes import use_engine
 from workspaces.engine.base import EngineError, ImageNotFound
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.docker_catalog import BuildFailed, full_reference
-from workspaces.engine_access import backend
 
 MiB = 1024**2
 APP_LABELS = {"lattice.kind": "app", "lattice.title": "Built app"}
@@ -154,6 +154,4 @@ class SlowBuild(FakeCatalogEngine):
 
 def use(settings, engine_class: type[FakeCatalogEngine] = FakeCatalogEngine) -> FakeCatalogEngine:
     """Make the fake this process's engine (through the real seam, engine_access.backend)."""
-    settings.LATTICE_ENGINE = f"{__name__}.{engine_class.__name__}"
-    backend.cache_clear()
-    return backend()
+    return use_engine(settings, engine_class)

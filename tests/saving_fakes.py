@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tests.fakes import use_engine
 from workspaces.engine.docker_backend import DockerBackend
-from workspaces.engine_access import backend
 
 MiB = 1024**2
 
@@ -61,6 +61,4 @@ class FakeSavingEngine(DockerBackend):
 
 def use_fake_engine(settings) -> FakeSavingEngine:
     """Make the fake this process's engine (through the real seam, engine_access.backend)."""
-    settings.LATTICE_ENGINE = f"{__name__}.FakeSavingEngine"
-    backend.cache_clear()
-    return backend()
+    return use_engine(settings, FakeSavingEngine)

@@ -4,7 +4,6 @@ import pytest
 from django.contrib.auth.models import Group
 
 from tests import catalog_fakes
-from workspaces.engine_access import backend
 from workspaces.models import Classroom, Image, PublishRequest, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -12,8 +11,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def engine(settings):
-    yield catalog_fakes.use(settings)
-    backend.cache_clear()
+    return catalog_fakes.use(settings)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from tests import catalog_fakes
 from tests.catalog_fakes import BrokenStep, CrashingBuild, CrashingPull, RefusingPull
 from workspaces import jobs, tasks
 from workspaces.engine.base import EngineError
-from workspaces.engine_access import backend
 from workspaces.models import Broadcast, Classroom, Image, Job, PublishRequest, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -24,8 +23,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def use_engine(settings, tmp_path):
     settings.VAR_DIR = tmp_path
-    yield lambda engine_class=catalog_fakes.FakeCatalogEngine: catalog_fakes.use(settings, engine_class)
-    backend.cache_clear()
+    return lambda engine_class=catalog_fakes.FakeCatalogEngine: catalog_fakes.use(settings, engine_class)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import pytest
 from tests.saving_fakes import use_fake_engine
 from workspaces import saving
 from workspaces.engine.base import EngineError
-from workspaces.engine_access import backend
 from workspaces.models import Image, User, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -28,9 +27,7 @@ def workspace(owner):
 
 @pytest.fixture
 def engine(settings):
-    fake = use_fake_engine(settings)
-    yield fake
-    backend.cache_clear()
+    return use_fake_engine(settings)
 
 
 @pytest.fixture

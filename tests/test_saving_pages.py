@@ -6,7 +6,6 @@ import pytest
 
 from tests.saving_fakes import use_fake_engine
 from workspaces.engine.base import EngineError, EngineUnavailable
-from workspaces.engine_access import backend
 from workspaces.models import Image, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -14,9 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def engine(settings):
-    fake = use_fake_engine(settings)
-    yield fake
-    backend.cache_clear()
+    return use_fake_engine(settings)
 
 
 @pytest.fixture

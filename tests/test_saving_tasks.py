@@ -14,7 +14,6 @@ from django.utils import timezone
 from tests.saving_fakes import MiB, use_fake_engine
 from workspaces import saving, tasks
 from workspaces.engine.base import ContainerNotFound
-from workspaces.engine_access import backend
 from workspaces.models import Image, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -22,9 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def engine(settings):
-    fake = use_fake_engine(settings)
-    yield fake
-    backend.cache_clear()
+    return use_fake_engine(settings)
 
 
 @pytest.fixture

@@ -201,9 +201,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "reconcile": {"task": "workspaces.tasks.reconcile", "schedule": 60.0},
+    "reconcile": {"task": "workspaces.tasks.workspace.reconcile", "schedule": 60.0},
     # Often: a control session lasts 90 s without renewal (teaching.CONTROL_TTL).
-    "expire-control": {"task": "workspaces.tasks.expire_control", "schedule": 15.0},
+    "expire-control": {"task": "workspaces.tasks.workspace.expire_control", "schedule": 15.0},
 }
 
 # --- REST API -----------------------------------------------------------------
@@ -254,7 +254,7 @@ LATTICE_S3_SECRET_KEY = env.string("LATTICE_S3_SECRET_KEY", "")
 LATTICE_BACKUP_INTERVAL = env.number("LATTICE_BACKUP_INTERVAL", 3600.0)
 LATTICE_BACKUPS_KEPT = env.integer("LATTICE_BACKUPS_KEPT", 5)
 CELERY_BEAT_SCHEDULE["back-up-data"] = {
-    "task": "workspaces.tasks.back_up_due",
+    "task": "workspaces.tasks.backup.back_up_due",
     "schedule": LATTICE_BACKUP_INTERVAL,
 }
 # Workspace starts at once during a broadcast: about two per core keeps a

@@ -35,7 +35,7 @@ def engine(use_engine):
 def events(monkeypatch):
     sent: list[dict] = []
     monkeypatch.setattr(jobs, "publish", lambda user_id, event: sent.append(event))
-    monkeypatch.setattr(tasks, "publish", lambda user_id, event: sent.append(event))
+    monkeypatch.setattr(tasks.catalog, "publish", lambda user_id, event: sent.append(event))
     return sent
 
 

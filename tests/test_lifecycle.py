@@ -178,7 +178,7 @@ def test_a_failed_delete_keeps_the_row_for_the_reconcile(owner, desktop, engine)
 def test_progress_after_a_stop_took_over_is_dropped(owner, desktop):
     ws = make(owner, desktop, "starting")
     Workspace.objects.filter(pk=ws.pk).update(state="stopping", message="Stopping")
-    tasks._report(ws, 70, "Starting ide")
+    tasks.workspace._report(ws, 70, "Starting ide")
     assert Workspace.objects.get(pk=ws.pk).message == "Stopping"
 
 

@@ -28,7 +28,7 @@ def engine(settings):
 def events(monkeypatch):
     sent: list[tuple[int, dict]] = []
     monkeypatch.setattr(saving, "publish", lambda user_id, event: sent.append((user_id, event)))
-    monkeypatch.setattr(tasks, "publish", lambda user_id, event: sent.append((user_id, event)))
+    monkeypatch.setattr(tasks.saved_image, "publish", lambda user_id, event: sent.append((user_id, event)))
     return sent
 
 

@@ -1,0 +1,38 @@
+"""Celery tasks: thin, idempotent, reload by id, publish progress.
+
+One module per kind of work; every task is also importable from here
+(``from workspaces.tasks import spawn_workspace``), which is also how Celery's
+autodiscovery finds them all.
+"""
+
+from .backup import back_up, back_up_due
+from .catalog import build_image, pull_image
+from .classroom import collect_classroom, run_broadcast, start_seat
+from .diagnostics import run_diagnostics
+from .saved_image import commit_container
+from .workspace import (
+    capture_thumbnail,
+    expire_control,
+    reconcile,
+    remove_workspace,
+    spawn_workspace,
+    stop_workspace,
+)
+
+__all__ = [
+    "back_up",
+    "back_up_due",
+    "build_image",
+    "capture_thumbnail",
+    "collect_classroom",
+    "commit_container",
+    "expire_control",
+    "pull_image",
+    "reconcile",
+    "remove_workspace",
+    "run_broadcast",
+    "run_diagnostics",
+    "spawn_workspace",
+    "start_seat",
+    "stop_workspace",
+]

@@ -1,0 +1,63 @@
+"""Backing up data volumes to object storage: on a stop, on a schedule, on request."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from .. import (
+    backups,
+    jobs,
+    lifecycle,
+)
+from ..models import (
+    JobState,
+    User,
+)
+from .common import failure_message
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task
+def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
+    """Back up one user's data volume; with a job, the user follows it on their page."""
+    job = jobs.claim(job_id) if job_id is not None else None
+    if job_id is not None and job is None:
+        return
+    user = User.objects.get(pk=user_id)
+    progress = (lambda p, m: jobs.report(job, p, m)) if job else (lambda p, m: None)
+    client = lifecycle.redis_client()
+    lock = f"lattice:backing-up:{user_id}"
+    # One backup of a user at a time: a stop and the schedule may ask at once.
+    if not client.set(lock, "1", nx=True, ex=3600):
+        if job:
+            jobs.finish(job, JobState.FAILED, "A backup of your files is already under way; try again later.")
+        return
+    try:
+        snapshot = backups.back_up(user, reason, progress)
+    except Exception as exc:
+        message = failure_message(exc, "The backup")
+        logger.warning("backup of %s failed: %s", user.username, message)
+        if job:
+            jobs.finish(job, JobState.FAILED, message)
+        return
+    finally:
+        client.delete(lock)
+    if job:
+        jobs.finish(
+            job,
+            JobState.DONE,
+            f"Your files are backed up ({snapshot.size / 1024**2:.1f} MiB).",
+            {"created": snapshot.created.isoformat(), "size": snapshot.size},
+        )
+
+
+@shared_task
+def back_up_due() -> int:
+    """The schedule: everyone whose files may have changed since their last backup."""
+    owners = backups.due()
+    for user in owners:
+        back_up.delay(user.pk, "schedule")
+    return len(owners)

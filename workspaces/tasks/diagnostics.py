@@ -1,0 +1,55 @@
+"""The system check a user runs from a dashboard: every service, one step at a time."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+
+from .. import (
+    jobs,
+    services_health,
+)
+from ..models import (
+    JobState,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task
+def run_diagnostics(job_id: int) -> None:
+    """Check every service a workspace needs, one step at a time, for the user to see."""
+    job = jobs.claim(job_id)
+    if job is None:
+        return
+    steps = [
+        ("database", services_health.database_problem),
+        ("Redis", services_health.redis_problem),
+        ("Docker engine", services_health.docker_problem),
+        ("backup storage", services_health.object_storage_problem),
+    ]
+    results = {}
+    try:
+        for index, (name, probe) in enumerate(steps):
+            jobs.report(job, int(100 * index / len(steps)), f"Checking the {name}…")
+            started = time.monotonic()
+            problem = probe()
+            results[name] = {
+                "ok": problem is None,
+                "detail": problem or "reachable",
+                "ms": round(1000 * (time.monotonic() - started), 1),
+            }
+    except Exception as exc:
+        # Whatever broke (a probe, Redis, the time limit), the page must not
+        # wait forever on a job that stays "running".
+        logger.exception("diagnostics job %s failed", job_id)
+        message = f"The check stopped: {type(exc).__name__}: {exc}"[:300]  # the column's length
+        jobs.finish(job, JobState.FAILED, message, results)
+        return
+    failed = [name for name, outcome in results.items() if not outcome["ok"]]
+    if failed:
+        jobs.finish(job, JobState.FAILED, f"Not reachable: {', '.join(failed)}.", results)
+    else:
+        jobs.finish(job, JobState.DONE, "Everything Lattice needs is reachable.", results)

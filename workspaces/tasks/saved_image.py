@@ -1,0 +1,96 @@
+"""Saving a container as an image: pause, commit, measure."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from .. import (
+    saving,
+)
+from ..engine.base import EngineError
+from ..engine_access import backend
+from ..events import publish
+from ..models import (
+    Image,
+    ImageState,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _image_report(image: Image, progress: int, message: str) -> None:
+    image.message = message
+    Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(message=message)
+    publish(image.owner_id, saving.image_event(image, progress))
+
+
+def _save_failure(exc: BaseException) -> str:
+    """What the owner reads when a save fails."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, EngineError):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The save took longer than {saving.SAVE_TIME_LIMIT // 60} minutes and was stopped; try again."
+    return f"The save failed unexpectedly ({type(exc).__name__}: {exc}); try again."
+
+
+def _commit(image: Image) -> None:
+    workspace = image.source_workspace
+    if workspace is None:
+        saving.fail(image.pk, "The workspace it was saved from was deleted before the save began.")
+        return
+    parent = image.parent
+    labels = {
+        "lattice.kind": image.kind,
+        "lattice.title": image.title,
+        "lattice.description": image.description,
+        "lattice.parent": parent.reference if parent else "",
+        "lattice.parent-title": parent.title if parent else "",
+        "lattice.saved-by": image.owner.username,
+        "lattice.saved-at": timezone.now().isoformat(timespec="seconds"),
+    }
+    engine = backend()
+    _image_report(image, 10, "Listing what changed")
+    changes = engine.diff(workspace.engine_id, image.source_container)
+    _image_report(image, 30, "Pausing the container and saving it")
+    saved = engine.commit(workspace.engine_id, image.source_container, image.reference, labels=labels)
+    _image_report(image, 90, "Measuring the new image")
+    parent_size = engine.image_size(parent.reference) if parent else 0
+    if not Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(
+        state=ImageState.READY,
+        message="Ready",
+        size=saved["size"],
+        added_size=max(saved["size"] - parent_size, 0),
+        built=timezone.now(),
+        changes=saving.changes_record(changes),
+    ):
+        # Given up meanwhile (failed as stale): the row says failed, so no tag may stay behind.
+        engine.remove_image(image.reference)
+        return
+    image.refresh_from_db()
+    publish(image.owner_id, saving.image_event(image))
+
+
+@shared_task(soft_time_limit=saving.SAVE_TIME_LIMIT, time_limit=saving.SAVE_TIME_LIMIT + 30)
+def commit_container(image_id: int) -> None:
+    """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving"."""
+    image = (
+        Image.objects.filter(pk=image_id, state=ImageState.SAVING)
+        .select_related("parent", "owner", "source_workspace")
+        .first()
+    )
+    if image is None:
+        return
+    try:
+        _commit(image)
+    except Exception as exc:
+        logger.exception("Saving image %s failed", image_id)
+        try:
+            saving.fail(image_id, _save_failure(exc))
+        except Exception:
+            # The database itself is failing: the reconcile pass fails the row later.
+            logger.exception("Could not mark image %s failed", image_id)

@@ -25,6 +25,7 @@ from tests.e2e import (
     wait_for_state,
     wait_until_gone,
 )
+from tests.services import ARTIFACTS
 from workspaces import display_tokens, lifecycle
 from workspaces.models import Image, Workspace
 from workspaces.rfb import RFBClient, RFBError
@@ -282,3 +283,21 @@ def test_a_display_that_never_gets_ready_fails_with_a_reason_and_leaves_nothing(
     assert ws.state == "failed"
     assert "not ready" in ws.message.lower() or "did not" in ws.message.lower(), ws.message
     assert containers_of(ws.engine_id) == [] and networks_of(ws.engine_id) == []
+
+
+def test_display_tokens_never_reach_a_log(engine, student, celery_worker_process, live_server_url):
+    ws_id = running(student, apps=())
+    used, refused = token(student, ws_id), token(student, ws_id)
+    with RFBClient(used["url"], used["password"], origin=TEST_ORIGIN):
+        pass
+    with pytest.raises(InvalidStatus):
+        RFBClient(refused["url"], refused["password"], origin="https://evil.example", timeout=5)
+    with pytest.raises(REFUSED):
+        RFBClient(used["url"], used["password"], origin=TEST_ORIGIN, timeout=5)  # a second use, refused
+    time.sleep(0.5)  # let the processes write their lines
+    logs = {path.name: path.read_text(errors="replace") for path in ARTIFACTS.glob("*.log")}
+    assert {"display-proxy.log", "celery-worker.log", "uvicorn.log"} <= logs.keys()
+    assert "connecting to unix socket" in logs["display-proxy.log"]  # the proxy did log the connection
+    for grant in (used, refused):
+        secret = grant["url"].split("token=")[1]
+        assert not [name for name, text in logs.items() if secret in text], "a token was written to a log"

@@ -15,7 +15,8 @@ lint:
 
 bench:
 	.venv/bin/python bench/spawn.py
+	.venv/bin/python bench/broadcast.py
 
 # Removes every container and network Lattice started; data volumes are kept.
 clean-containers:
-	.venv/bin/python manage.py shell -c "from workspaces.engine import get_backend; b = get_backend(); [b.remove(w) for w in b.list_workspaces()]"
+	.venv/bin/python manage.py shell -c "from workspaces.engine_access import backend; b = backend(); [b.remove(w) for w in b.list_workspaces()]"

@@ -116,6 +116,7 @@ def main() -> None:
         "docker_run_p95_s": round(percentile(baseline, 0.95), 3),
     }
     result["ratio_median"] = round(result["portal_median_s"] / result["docker_run_median_s"], 2)
+    result["ratio_p95"] = round(result["portal_p95_s"] / result["docker_run_p95_s"], 2)
     result["portal_phases_median_s"] = {name: round(statistics.median(v), 3) for name, v in phases.items()}
     print(json.dumps(result, indent=2))
 

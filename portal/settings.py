@@ -167,6 +167,8 @@ if env.boolean("HTTPS", False):
 # --- static files ---------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.string("STATIC_ROOT", str(VAR_DIR / "static")))
+# Whitenoise serves from it (after collectstatic) and warns when it is missing.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 NOVNC_DIR = Path(env.string("NOVNC_DIR", "/usr/share/novnc"))
 # noVNC is served from Debian's package, never copied into the repository.
 STATICFILES_DIRS = [BASE_DIR / "static", ("novnc", NOVNC_DIR)]

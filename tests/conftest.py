@@ -149,6 +149,8 @@ def live_server_url(django_db_setup, django_db_blocker, live_server_port, displa
             "127.0.0.1",
             "--port",
             str(port),
+            "--lifespan",
+            "off",
         ],
         env,
     )

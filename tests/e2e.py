@@ -86,16 +86,22 @@ def data_volumes() -> list[str]:
     return out.split()
 
 
-def never_ready_image() -> str:
-    """A display image whose VNC server never answers (it only sleeps)."""
-    tag = f"{settings.LATTICE_ENGINE_PREFIX}/never-ready:latest"  # removed with the run's other objects
-    dockerfile = 'FROM lattice/base:latest\nLABEL lattice.kind=display\nENTRYPOINT ["sleep", "infinity"]\n'
+def docker_build(reference: str, dockerfile: str) -> None:
+    """Build an image from a Dockerfile given as text (no context)."""
     subprocess.run(
-        ["docker", "build", "-q", "-t", tag, "-"],
+        ["docker", "build", "-q", "-t", reference, "-"],
         input=dockerfile,
         text=True,
         check=True,
         capture_output=True,
+    )
+
+
+def never_ready_image() -> str:
+    """A display image whose VNC server never answers (it only sleeps)."""
+    tag = f"{settings.LATTICE_ENGINE_PREFIX}/never-ready:latest"  # removed with the run's other objects
+    docker_build(
+        tag, 'FROM lattice/base:latest\nLABEL lattice.kind=display\nENTRYPOINT ["sleep", "infinity"]\n'
     )
     return tag
 

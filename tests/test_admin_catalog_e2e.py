@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 from django.conf import settings
 
-from tests.e2e import containers_of, engine_id, inspect, wait_for_job, wait_for_state
+from tests.e2e import containers_of, docker_build, engine_id, inspect, wait_for_job, wait_for_state
 from tests.registry import local_registry, push
 from workspaces import tasks
 from workspaces.events import user_group
@@ -34,16 +34,6 @@ def scratch(slug: str, job_id: int) -> str:
 
 def image_exists(reference: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", reference], capture_output=True).returncode == 0
-
-
-def docker_build(reference: str, dockerfile: str) -> None:
-    subprocess.run(
-        ["docker", "build", "-q", "-t", reference, "-"],
-        input=dockerfile,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
 
 
 @contextmanager

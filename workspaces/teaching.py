@@ -1,10 +1,12 @@
 """What a teacher does to students' screens, and what the students are told.
 
 View, take control, show their own screen. Tokens come from the same
-single-use display-token mechanism as a student's own; "view" tokens carry
-the VNC view-only password, which the VNC server enforces, so neither a
-watching teacher nor a student in demo mode can send input that reaches a
-desktop.
+single-use display-token mechanism as a student's own. A "view" token's
+connection has its input dropped by the display proxy, and carries the VNC
+view-only password, which the VNC server enforces too: neither a watching
+teacher nor a student in demo mode can send input that reaches a desktop.
+Tokens for a demo or a control session carry that scope: ending the demo or
+the session closes those connections and no others.
 
 What a student must know outlives any one page: who controls their screen, a
 workspace a broadcast opened for them, a demo under way. It is kept in Redis

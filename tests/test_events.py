@@ -6,6 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from portal.asgi import application
@@ -13,6 +14,15 @@ from workspaces.events import publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+@pytest.fixture(autouse=True)
+async def _close_the_sync_thread_connection():
+    """Async code reaches the database from asgiref's one shared sync thread,
+    whose connection would outlive the test and keep PostgreSQL from dropping
+    the test database at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 def test_the_channel_layer_is_redis():

@@ -78,10 +78,10 @@ def test_a_notice_stays_until_dismissed_where_the_student_is_busy(page, live_ser
 
 
 def test_the_control_banner_survives_a_reload_and_one_closed_tab(page, live_server_url, lesson, teacher):
-    room, student, desktop = lesson
+    _room, student, desktop = lesson
     ws = Workspace.objects.create(owner=student, display=desktop, state="running", progress=100)
-    teaching.start_control(room, teacher, ws, "tab-one")
-    teaching.start_control(room, teacher, ws, "tab-two")
+    teaching.start_control(teacher, ws, "tab-one")
+    teaching.start_control(teacher, ws, "tab-two")
     login(page, live_server_url, "kit")
     page.wait_for_url(f"{live_server_url}/student/")
     banner = page.locator(".control-banner", has_text="teach is controlling your screen.")

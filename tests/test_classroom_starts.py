@@ -295,6 +295,40 @@ def test_a_broadcast_keeps_students_under_their_running_limit(
     assert Workspace.objects.filter(owner__username="eta2", state="running").count() == 1
 
 
+def test_a_start_renews_its_slot_as_it_reports_progress(
+    fake_engine, make_user, teacher, desktop, monkeypatch
+):
+    renewed: list[str] = []
+    refresh = classrooms.StartSlots.refresh
+    monkeypatch.setattr(
+        classrooms.StartSlots, "refresh", lambda self, member: (renewed.append(member), refresh(self, member))
+    )
+    room = make_class(make_user, teacher, "Kappa", 1)
+    sent = classrooms.broadcast(room, teacher, "desktop")
+    assert states(sent) == {"kappa1": "running"}
+    seat = Seat.objects.get(broadcast=sent)
+    # Once before the workspace's start, and again on the engine's progress report
+    # (a long restore or start must not let the lease run out under it).
+    assert renewed == [classrooms.seat_slot(seat.pk)] * 2
+
+
+def test_the_grid_hears_that_a_students_workspace_was_deleted(
+    fake_engine, make_user, teacher, desktop, monkeypatch
+):
+    room = make_class(make_user, teacher, "Lambda", 1)
+    classrooms.broadcast(room, teacher, "desktop")
+    ws = Workspace.objects.get(owner__username="lambda1")
+    heard: list[tuple[str, dict]] = []
+    monkeypatch.setattr(tasks.workspace, "publish_group", lambda group, event: heard.append((group, event)))
+
+    lifecycle.delete(ws)  # the student deletes it from their dashboard; the task runs eagerly
+
+    assert not Workspace.objects.filter(pk=ws.pk).exists()
+    assert (f"class-{room.pk}", "seat-workspace", ws.pk, "lambda1", "deleted") in [
+        (group, e["type"], e["id"], e["student"], e["state"]) for group, e in heard
+    ]
+
+
 def test_stop_all_stops_seats_and_cancels_the_queue(fake_engine, make_user, teacher, desktop, api_client):
     room = make_class(make_user, teacher, "Theta", 2)
     running = classrooms.broadcast(room, teacher, "desktop")

@@ -69,6 +69,17 @@ def make(owner, desktop, state: str, **fields) -> Workspace:
     return ws
 
 
+# -- shared pieces ---------------------------------------------------------------------------
+
+
+def test_one_redis_client_serves_the_process_per_url(settings):
+    client = lifecycle.redis_client()
+    assert lifecycle.redis_client() is client, "one client, one connection pool"
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    other = lifecycle.redis_client()
+    assert other is not client and other.connection_pool.connection_kwargs["port"] == 1
+
+
 # -- claims ---------------------------------------------------------------------------------
 
 

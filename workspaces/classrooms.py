@@ -168,8 +168,8 @@ return 0
 
 
 def lease_seconds() -> float:
-    """How long one start may hold its slot without renewing it: a spawn plus the file copy."""
-    return settings.LATTICE_SPAWN_TIMEOUT + 120
+    """How long one start may hold its slot without renewing it: as long as a start may take."""
+    return lifecycle.start_deadline()
 
 
 class StartSlots:
@@ -271,23 +271,31 @@ def fail_stale_seats(classroom: Classroom | None = None) -> int:
     seats = Seat.objects.filter(state=SeatState.STARTING).select_related("broadcast", "student", "workspace")
     if classroom is not None:
         seats = seats.filter(broadcast__classroom=classroom)
-    failed = 0
-    for seat in seats:
-        if not slots.holds(seat_slot(seat.pk)) and move_seat(
+    return sum(_fail_if_stale(seat, slots) for seat in seats)
+
+
+def _fail_if_stale(seat: Seat, slots: StartSlots) -> bool:
+    """Fail a seat "starting" whose slot's lease nobody holds; True when this call did."""
+    return (
+        seat.state == SeatState.STARTING
+        and not slots.holds(seat_slot(seat.pk))
+        and move_seat(
             seat,
             [SeatState.STARTING],
             state=SeatState.FAILED,
             message="The start was interrupted (a worker stopped); retry it.",
-        ):
-            failed += 1
-    return failed
+        )
+    )
 
 
-def retry(seat: Seat) -> None:
-    """Start one student's seat again, replacing a workspace that failed; nobody else is touched."""
+def retry(seat: Seat) -> Seat:
+    """Start one student's seat again, replacing a workspace that failed; nobody else is touched.
+
+    Returns the seat as it is now (queued, or running when its workspace came up after all).
+    """
     from .tasks import start_seat
 
-    fail_stale_seats_of(seat)
+    _fail_if_stale(seat, StartSlots())
     seat = Seat.objects.select_related("workspace", "broadcast", "student").get(pk=seat.pk)
     old = seat.workspace
     if seat.state != SeatState.FAILED:
@@ -295,22 +303,13 @@ def retry(seat: Seat) -> None:
     if old is not None and not old.deleting and old.state == WorkspaceState.RUNNING:
         # It came up after all (e.g. the student started it): nothing to start.
         move_seat(seat, [SeatState.FAILED], state=SeatState.RUNNING, message="Running")
-        return
+        return seat
     if not move_seat(seat, [SeatState.FAILED], state=SeatState.QUEUED, message="Queued", workspace=None):
         raise lifecycle.WrongState("Only a failed student's start can be retried.")
     if old is not None:
         _discard(old)
     transaction.on_commit(lambda: start_seat.delay(seat.pk))
-
-
-def fail_stale_seats_of(seat: Seat) -> None:
-    if seat.state == SeatState.STARTING and not StartSlots().holds(seat_slot(seat.pk)):
-        move_seat(
-            seat,
-            [SeatState.STARTING],
-            state=SeatState.FAILED,
-            message="The start was interrupted (a worker stopped); retry it.",
-        )
+    return seat
 
 
 def _discard(workspace: Workspace) -> None:
@@ -338,10 +337,11 @@ def make_room(seat: Seat) -> None:
     active = Workspace.objects.visible().filter(owner=seat.student, state__in=ACTIVE_STATES)
     excess = active.count() - limit + 1
     if excess > 0:
-        earlier = Seat.objects.filter(
-            broadcast__classroom_id=seat.broadcast.classroom_id, student=seat.student
-        ).exclude(broadcast=seat.broadcast)
-        for workspace in active.filter(pk__in=earlier.values("workspace_id")).order_by("created")[:excess]:
+        # This seat has no workspace yet, so the class's are all earlier broadcasts'.
+        started = class_workspaces(seat.broadcast.classroom_id).filter(
+            owner=seat.student, state__in=ACTIVE_STATES
+        )
+        for workspace in started.order_by("created")[:excess]:
             with contextlib.suppress(lifecycle.WrongState):  # stopped meanwhile
                 lifecycle.stop(workspace)
 
@@ -353,15 +353,14 @@ def create_seat_workspace(seat: Seat) -> Workspace | None:
     under the student's row lock, as a launch from their dashboard is.
     """
     sent = seat.broadcast
-    limit = settings.LATTICE_MAX_RUNNING_WORKSPACES
     with transaction.atomic():
-        User.objects.select_for_update().filter(pk=seat.student_id).first()
-        running = Workspace.objects.visible().filter(owner=seat.student, state__in=ACTIVE_STATES).count()
-        if running >= limit:
-            raise lifecycle.OverLimit(
+        lifecycle.check_running_limit(
+            seat.student,
+            lambda running, limit: (
                 f"{seat.student.username} already runs {running} other workspace(s), the most allowed "
                 f"is {limit}: ask them to stop one, then retry."
-            )
+            ),
+        )
         workspace = lifecycle.create_workspace(seat.student, sent.display, list(sent.apps.all()))
         if Seat.objects.filter(pk=seat.pk, state=SeatState.STARTING).update(workspace=workspace) != 1:
             transaction.set_rollback(True)
@@ -373,8 +372,8 @@ def create_seat_workspace(seat: Seat) -> Workspace | None:
 # --- the class's workspaces ----------------------------------------------------------
 
 
-def class_workspaces(classroom: Classroom) -> QuerySet[Workspace]:
-    """The students' workspaces that broadcasts of this class started."""
+def class_workspaces(classroom: Classroom | int) -> QuerySet[Workspace]:
+    """The students' workspaces that broadcasts of this class (or class id) started."""
     ids = Seat.objects.filter(broadcast__classroom=classroom, workspace__isnull=False).values("workspace_id")
     return Workspace.objects.visible().filter(pk__in=ids)
 

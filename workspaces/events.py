@@ -37,11 +37,6 @@ def publish_group(group: str, event: dict) -> None:
     _sender().put((group, {"type": "user.event", "event": event}))
 
 
-def flush(timeout: float = 5.0) -> None:
-    """Wait until every event published so far has reached the channel layer."""
-    _sender().flush(timeout)
-
-
 class _Sender:
     """One event loop thread per process that sends events, one after another.
 

@@ -7,9 +7,10 @@ start or stop a workspace twice. The engine work itself runs in tasks.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 from django.conf import settings
@@ -43,18 +44,41 @@ class OverLimit(refusals.OverLimit):
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    """The process's client for REDIS_URL: one connection pool, shared by every caller and thread."""
+    return _client_for(settings.REDIS_URL)
 
 
-def _check_running_limit(user: User) -> None:
-    """Call inside a transaction: the user's row lock makes two launches at once count one by one."""
+@functools.lru_cache(maxsize=4)
+def _client_for(url: str) -> redis.Redis:
+    # redis-py clients are thread-safe, and a pool notices a fork and starts
+    # afresh in the child, so one per URL serves a whole process.
+    return redis.Redis.from_url(url)
+
+
+def start_deadline() -> float:
+    """Seconds a workspace start may take before it counts as dead: the engine's start, plus room.
+
+    The room covers what comes before the engine start (a seat's file copy,
+    a restore from backup); work that may take longer renews what it holds.
+    """
+    return settings.LATTICE_SPAWN_TIMEOUT + 120
+
+
+def _own_limit_message(running: int, limit: int) -> str:
+    return f"You already run {running} workspace(s), the most allowed is {limit}. Stop one and try again."
+
+
+def check_running_limit(user: User, message: Callable[[int, int], str] = _own_limit_message) -> None:
+    """OverLimit when the user runs as many workspaces as allowed.
+
+    Call inside a transaction: the user's row lock makes two launches at once
+    count one by one. ``message(running, limit)`` words the refusal.
+    """
     User.objects.select_for_update().filter(pk=user.pk).first()
     running = Workspace.objects.visible().filter(owner=user, state__in=ACTIVE_STATES).count()
     limit = settings.LATTICE_MAX_RUNNING_WORKSPACES
     if running >= limit:
-        raise OverLimit(
-            f"You already run {running} workspace(s), the most allowed is {limit}. Stop one and try again."
-        )
+        raise OverLimit(message(running, limit))
 
 
 def pick_images(
@@ -68,24 +92,8 @@ def pick_images(
         raise LaunchError("Each app can be chosen once.")
     allowed = {image.slug: image for image in allowed_images.filter(slug__in=[display, *apps])}
     unknown = [slug for slug in [display, *apps] if slug not in allowed]
-    # A catalog image someone may not use is "not allowed"; anything else that
-    # is not theirs (another user's saved image) is simply unknown.
-    forbidden = Image.objects.filter(owner=None, slug__in=unknown)
-    if forbidden.filter(enabled=False).exists():
-        raise NotAllowed(
-            f"{', '.join(forbidden.filter(enabled=False).values_list('slug', flat=True))} is "
-            "disabled by an administrator: no new workspaces can use it."
-        )
-    if forbidden.exists():
-        raise NotAllowed(
-            f"You may not launch {', '.join(forbidden.values_list('slug', flat=True))}; "
-            "ask your teacher or an administrator."
-        )
-    others = Image.objects.exclude(owner=None).filter(slug__in=unknown)
-    if others.exists():
-        raise NoSuchImage(f"No image {', '.join(others.values_list('slug', flat=True))}.")
     if unknown:
-        raise LaunchError(f"Unknown image(s): {', '.join(unknown)}. Pick from GET /api/images/.")
+        _refuse_unknown(unknown)
     if allowed[display].kind != ImageKind.DISPLAY:
         raise LaunchError(f"'{display}' is an app image, not a display; choose a display image.")
     wrong = [slug for slug in apps if allowed[slug].kind != ImageKind.APP]
@@ -102,13 +110,34 @@ def pick_images(
     return allowed[display], chosen
 
 
+def _refuse_unknown(unknown: list[str]) -> None:
+    """Why these slugs are not among the user's images; always raises."""
+    # A catalog image someone may not use is "not allowed"; anything else that
+    # is not theirs (another user's saved image) is simply unknown.
+    forbidden = Image.objects.filter(owner=None, slug__in=unknown)
+    disabled = list(forbidden.filter(enabled=False).values_list("slug", flat=True))
+    if disabled:
+        raise NotAllowed(
+            f"{', '.join(disabled)} is disabled by an administrator: no new workspaces can use it."
+        )
+    not_allowed = list(forbidden.values_list("slug", flat=True))
+    if not_allowed:
+        raise NotAllowed(
+            f"You may not launch {', '.join(not_allowed)}; ask your teacher or an administrator."
+        )
+    others = list(Image.objects.exclude(owner=None).filter(slug__in=unknown).values_list("slug", flat=True))
+    if others:
+        raise NoSuchImage(f"No image {', '.join(others)}.")
+    raise LaunchError(f"Unknown image(s): {', '.join(unknown)}. Pick from GET /api/images/.")
+
+
 def launch(user: User, display: str, apps: Iterable[str] = ()) -> Workspace:
     """Create a workspace and queue its spawn; the answer comes before any container."""
     from .tasks import spawn_workspace
 
     display_image, app_images = pick_images(launchable(user), display, apps)
     with transaction.atomic():
-        _check_running_limit(user)
+        check_running_limit(user)
         workspace = create_workspace(user, display_image, app_images)
         transaction.on_commit(lambda: spawn_workspace.delay(workspace.pk))
     return workspace
@@ -137,7 +166,7 @@ def start(workspace: Workspace) -> None:
             "Delete this workspace and launch another environment."
         )
     with transaction.atomic():
-        _check_running_limit(workspace.owner)
+        check_running_limit(workspace.owner)
         claimed = (
             Workspace.objects.visible()
             .filter(pk=workspace.pk, state__in=[WorkspaceState.STOPPED, WorkspaceState.FAILED])

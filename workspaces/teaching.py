@@ -27,12 +27,11 @@ from .models import Classroom, Seat, User, Workspace, WorkspaceState
 DEMO_KEY = "lattice:demo:"
 CONTROL_KEY = "lattice:control:"
 NOTICES_KEY = "lattice:notices:"
-# A control session lives while its page renews it (every CONTROL_RENEW
-# seconds); one whose page went away without a word ends by itself, and its
+# A control session lives while its page renews it (viewer.js does every
+# 30 seconds); one whose page went away without a word ends by itself, and its
 # connections with it, so the student's notice never outlasts the control
 # nor the control the notice.
 CONTROL_TTL = 90
-CONTROL_RENEW = 30
 NOTICE_TTL = 24 * 3600
 SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -48,14 +47,26 @@ def _control_member(session: str, teacher: str) -> str:
     return json.dumps([session, teacher])
 
 
-def _controllers(client, key: str) -> list[str]:
-    """Who controls the screen now; sessions that expired are ended, connections and all."""
-    workspace_id = int(key.removeprefix(CONTROL_KEY))
+def _control_key(workspace_id: int) -> str:
+    """The sorted set of a screen's control sessions (member -> when it expires)."""
+    return f"{CONTROL_KEY}{workspace_id}"
+
+
+def _end_expired(client, workspace_id: int) -> int:
+    """End the screen's control sessions that expired, connections and all; how many this call ended."""
+    key = _control_key(workspace_id)
+    ended = 0
     for member in client.zrangebyscore(key, "-inf", time.time()):
         session, teacher = json.loads(member)
         display_tokens.revoke_scope(client, _scope(workspace_id, teacher, session))
-        client.zrem(key, member)
-    return sorted({json.loads(m)[1] for m in client.zrange(key, 0, -1)})
+        ended += client.zrem(key, member)
+    return ended
+
+
+def _controllers(client, workspace_id: int) -> list[str]:
+    """Who controls the screen now; sessions that expired are ended first."""
+    _end_expired(client, workspace_id)
+    return sorted({json.loads(m)[1] for m in client.zrange(_control_key(workspace_id), 0, -1)})
 
 
 def _scope(workspace_id: int, teacher: str, session: str) -> str:
@@ -71,14 +82,12 @@ def expire_control_sessions() -> int:
     """End control sessions whose page stopped renewing them; how many screens changed."""
     client = lifecycle.redis_client()
     changed = 0
-    for raw in client.scan_iter(match=f"{CONTROL_KEY}*"):
-        key = raw.decode()
-        before = client.zcard(key)
-        left = _controllers(client, key)
-        if client.zcard(key) != before:
-            workspace = Workspace.objects.filter(pk=int(key.removeprefix(CONTROL_KEY))).first()
+    for raw in client.scan_iter(match=_control_key("*")):
+        workspace_id = int(raw.decode().removeprefix(CONTROL_KEY))
+        if _end_expired(client, workspace_id):
+            workspace = Workspace.objects.filter(pk=workspace_id).first()
             if workspace is not None:
-                _announce_control(workspace, left)
+                _announce_control(workspace, _controllers(client, workspace_id))
             changed += 1
     return changed
 
@@ -93,33 +102,30 @@ def check_session(session: str) -> str:
     return session
 
 
-def start_control(classroom: Classroom, teacher: User, workspace: Workspace, session: str = "api") -> None:
+def start_control(teacher: User, workspace: Workspace, session: str = "api") -> None:
     """Tell the student, visibly, that a teacher controls their screen.
 
     Each viewer page is one session (a reconnect renews it): the notice lasts
     while any session does, so closing one of two teacher tabs ends nothing.
     """
     client = lifecycle.redis_client()
-    key = f"{CONTROL_KEY}{workspace.pk}"
+    key = _control_key(workspace.pk)
     client.zadd(key, {_control_member(check_session(session), teacher.username): time.time() + CONTROL_TTL})
     # The set outlives its members, so an expired session is still found and ended.
     client.expire(key, 24 * 3600)
-    _announce_control(workspace, _controllers(client, key))
+    _announce_control(workspace, _controllers(client, workspace.pk))
 
 
-def end_control(workspace: Workspace, teacher: User, session: str = "api") -> bool:
-    """End one session, and its connections; True when nobody controls the screen any more."""
+def end_control(workspace: Workspace, teacher: User, session: str = "api") -> None:
+    """End one session, and its connections; the student hears who still controls their screen."""
     client = lifecycle.redis_client()
-    key = f"{CONTROL_KEY}{workspace.pk}"
-    client.zrem(key, _control_member(check_session(session), teacher.username))
+    client.zrem(_control_key(workspace.pk), _control_member(check_session(session), teacher.username))
     display_tokens.revoke_scope(client, control_scope(workspace, teacher, session))
-    left = _controllers(client, key)
-    _announce_control(workspace, left)
-    return not left
+    _announce_control(workspace, _controllers(client, workspace.pk))
 
 
 def controlled_by(workspace: Workspace) -> str | None:
-    names = _controllers(lifecycle.redis_client(), f"{CONTROL_KEY}{workspace.pk}")
+    names = _controllers(lifecycle.redis_client(), workspace.pk)
     return ", ".join(names) or None
 
 
@@ -181,7 +187,7 @@ def pending(user: User) -> dict:
         client.hdel(key, *gone)  # stopped or deleted since: nothing left to open
     control = []
     for ws in running.values():
-        names = _controllers(client, f"{CONTROL_KEY}{ws.pk}")
+        names = _controllers(client, ws.pk)
         if names:
             control.append(_control_notice(ws, names))
     demos = [

@@ -38,8 +38,11 @@ def capture(workspace: Workspace) -> bytes:
 
 
 def store(workspace_id: int, png: bytes) -> None:
-    redis_client().hset(PICTURE + str(workspace_id), mapping={"png": png, "at": repr(time.time())})
-    redis_client().expire(PICTURE + str(workspace_id), KEEP)
+    key = PICTURE + str(workspace_id)
+    with redis_client().pipeline() as pipe:  # one round trip; never a picture without its expiry
+        pipe.hset(key, mapping={"png": png, "at": repr(time.time())})
+        pipe.expire(key, KEEP)
+        pipe.execute()
 
 
 def latest(workspace_id: int) -> tuple[bytes | None, float]:

@@ -186,9 +186,13 @@ class RetrySeat(APIView):
 
     @extend_schema(request=None, responses={202: SeatSerializer})
     def post(self, request: Request, pk: int, username: str) -> Response:
-        seat = get_object_or_404(_broadcast(request, pk).seats, student__username=username.lower())
-        classrooms.retry(seat)
-        seat = Seat.objects.select_related("student", "workspace").get(pk=seat.pk)
+        seat = get_object_or_404(
+            Seat.objects.select_related("broadcast", "student", "workspace"),
+            broadcast_id=pk,
+            broadcast__classroom__teachers=request.user,
+            student__username=username.lower(),
+        )
+        seat = classrooms.retry(seat)
         return Response(SeatSerializer(seat).data, status=202)
 
 
@@ -223,9 +227,8 @@ def _control_session(request: Request) -> str:
     return request.query_params.get("session") or body.get("session") or "api"
 
 
-def _student_workspace(request: Request, pk: int, username: str) -> tuple[Classroom, Workspace]:
-    classroom = _taught(request, pk)
-    return classroom, classrooms.student_workspace(classroom, username)
+def _student_workspace(request: Request, pk: int, username: str) -> Workspace:
+    return classrooms.student_workspace(_taught(request, pk), username)
 
 
 class StudentScreenToken(APIView):
@@ -233,7 +236,7 @@ class StudentScreenToken(APIView):
 
     @extend_schema(request=ScreenToken)
     def post(self, request: Request, pk: int, username: str) -> Response:
-        classroom, workspace = _student_workspace(request, pk, username)
+        workspace = _student_workspace(request, pk, username)
         body = ScreenToken(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
@@ -242,7 +245,7 @@ class StudentScreenToken(APIView):
         scopes = (teaching.control_scope(workspace, request.user, session),) if mode == "control" else ()
         token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes)
         if mode == "control":
-            teaching.start_control(classroom, request.user, workspace, session)
+            teaching.start_control(request.user, workspace, session)
         return Response(token_response(request, token, password, mode))
 
 
@@ -251,18 +254,18 @@ class ReleaseControl(APIView):
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
-        _, workspace = _student_workspace(request, pk, username)
+        workspace = _student_workspace(request, pk, username)
         teaching.end_control(workspace, request.user, _control_session(request))
         return Response(status=204)
 
 
 class RenewControl(APIView):
-    """Keep one control session alive: the viewer page calls it every CONTROL_RENEW seconds."""
+    """Keep one control session alive: the viewer page calls it every 30 seconds."""
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
-        classroom, workspace = _student_workspace(request, pk, username)
-        teaching.start_control(classroom, request.user, workspace, _control_session(request))
+        workspace = _student_workspace(request, pk, username)
+        teaching.start_control(request.user, workspace, _control_session(request))
         return Response(status=204)
 
 
@@ -271,7 +274,7 @@ class StudentThumbnail(APIView):
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, pk: int, username: str) -> HttpResponse:
-        _, workspace = _student_workspace(request, pk, username)
+        workspace = _student_workspace(request, pk, username)
         if workspace.state != "running":
             raise refusals.Conflict(f"{username}'s workspace is {workspace.state}.")
         png = thumbnails.picture(workspace.pk)

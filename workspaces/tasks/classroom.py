@@ -33,10 +33,6 @@ from .workspace import spawn_workspace
 logger = logging.getLogger(__name__)
 
 
-def _seat_event(seat: Seat) -> dict:
-    return classrooms.seat_event(seat)
-
-
 def _seat_update(seat: Seat, **fields) -> bool:
     """Move a seat whose start is under way; False when "stop all" stopped it meanwhile."""
     return classrooms.move_seat(seat, [SeatState.STARTING], **fields)
@@ -143,7 +139,7 @@ def _start_seat(seat_id: int, still_working) -> None:
         return
     if ws is None or not _seat_update(seat, files=seat.files, message="Starting the workspace"):
         return  # stopped meanwhile; "stop all" stops the workspace too
-    spawn_workspace(ws.pk)
+    spawn_workspace(ws.pk, still_working)  # a restore and the engine start renew the slot as they go
     ws = Workspace.objects.filter(pk=ws.pk).first()
     seat.workspace = ws
     if ws is not None and not ws.deleting and ws.state == WorkspaceState.RUNNING:

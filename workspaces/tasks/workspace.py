@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import shared_task
@@ -45,17 +46,25 @@ def _workspace_event(ws: Workspace) -> dict:
     }
 
 
-def _announce(ws: Workspace) -> None:
-    """To the owner, and to the teachers of a class whose broadcast started it."""
-    event = _workspace_event(ws)
-    publish(ws.owner_id, event)
-    classroom_id = getattr(ws, "_classroom_id", None)
-    if classroom_id is None:
+def _find_class(ws: Workspace) -> int:
+    """The class whose broadcast started the workspace (0 for none), looked up once per object.
+
+    A delete must look before the row goes: the seat's link to it goes with it.
+    """
+    if getattr(ws, "_classroom_id", None) is None:
         seat = (
             Seat.objects.filter(workspace=ws).values("broadcast__classroom_id", "student__username").first()
         )
-        classroom_id = ws._classroom_id = seat["broadcast__classroom_id"] if seat else 0
+        ws._classroom_id = seat["broadcast__classroom_id"] if seat else 0
         ws._student = seat["student__username"] if seat else ""
+    return ws._classroom_id
+
+
+def _announce(ws: Workspace, event: dict | None = None) -> None:
+    """To the owner, and to the teachers of a class whose broadcast started it."""
+    event = event or _workspace_event(ws)
+    publish(ws.owner_id, event)
+    classroom_id = _find_class(ws)
     if classroom_id:
         publish_group(class_group(classroom_id), {**event, "type": "seat-workspace", "student": ws._student})
 
@@ -88,10 +97,15 @@ def _containers(engine_id: str) -> list[dict]:
 
 
 @shared_task
-def spawn_workspace(workspace_id: int) -> None:
+def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None = None) -> None:
     """Start a workspace's containers. While it runs, this task alone drives the
     engine for the workspace: a stop or delete that arrives meanwhile only marks
-    the row, and is carried out here once the engine call returns."""
+    the row, and is carried out here once the engine call returns.
+
+    Each progress report stamps the row (so reconcile sees the start alive)
+    and calls ``still_working``, with which a caller renews what it holds
+    for the start (a seat's start slot).
+    """
     claimed = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.PENDING, deleting=False).move(
         state=WorkspaceState.STARTING, progress=1, message="Starting"
     )
@@ -99,15 +113,17 @@ def spawn_workspace(workspace_id: int) -> None:
         return  # stopped, deleted or already claimed by another worker
     ws = Workspace.objects.select_related("owner", "display").get(pk=workspace_id)
     _announce(ws)
+
+    def progress(percent: int, message: str) -> None:
+        _report(ws, percent, message)
+        if still_working is not None:
+            still_working()
+
     try:
         spec = lifecycle.spec_for(ws)
         # On an engine without the owner's files (a new host), their newest backup comes first.
-        backups.restore_if_missing(ws.owner, progress=lambda p, m: _report(ws, p, m))
-        endpoint = backend().start(
-            spec,
-            progress=lambda p, m: _report(ws, p, m),
-            timeout=settings.LATTICE_SPAWN_TIMEOUT,
-        )
+        backups.restore_if_missing(ws.owner, progress=progress)
+        endpoint = backend().start(spec, progress=progress, timeout=settings.LATTICE_SPAWN_TIMEOUT)
     except Exception as exc:
         # Whatever broke, the workspace must not stay "starting": the user
         # reads why, and may start it again.
@@ -180,18 +196,19 @@ def remove_workspace(workspace_id: int) -> None:
         # The row stays, marked for deletion: the reconcile tries again.
         message = "Could not delete yet: " + failure_message(exc, "Deleting the workspace")
         Workspace.objects.filter(pk=workspace_id).move(message=message[:300])
-        publish(ws.owner_id, {**_workspace_event(ws), "message": message})
+        _announce(ws, {**_workspace_event(ws), "message": message})
         return
+    _find_class(ws)  # while the seat still links to the row
     Workspace.objects.filter(pk=workspace_id).delete()
-    publish(
-        ws.owner_id,
+    _announce(
+        ws,
         {"type": "workspace", "id": workspace_id, "state": "deleted", "progress": 100, "message": "Deleted"},
     )
 
 
 def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
     """Rows in a passing state for longer than any start could take: their task is gone."""
-    limit = timezone.now() - timedelta(seconds=settings.LATTICE_SPAWN_TIMEOUT + 120)
+    limit = timezone.now() - timedelta(seconds=lifecycle.start_deadline())
     return Workspace.objects.filter(state__in=states, deleting=deleting, updated__lt=limit)
 
 

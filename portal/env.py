@@ -41,20 +41,29 @@ def boolean(name: str, default: bool = False) -> bool:
     )
 
 
-def integer(name: str, default: int) -> int:
+def _at_least(name: str, value: int | float, minimum: int | float | None) -> None:
+    if minimum is not None and not value >= minimum:
+        raise ImproperlyConfigured(f"{name}={value!r}: it must be at least {minimum}.")
+
+
+def integer(name: str, default: int, *, minimum: int | None = None) -> int:
     raw = string(name, str(default)).strip()
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+    _at_least(name, value, minimum)
+    return value
 
 
-def number(name: str, default: float) -> float:
+def number(name: str, default: float, *, minimum: float | None = None) -> float:
     raw = string(name, str(default)).strip()
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    _at_least(name, value, minimum)
+    return value
 
 
 def csv(name: str, default: str = "") -> list[str]:

@@ -253,22 +253,22 @@ LATTICE_S3_ACCESS_KEY = env.string("LATTICE_S3_ACCESS_KEY", "")
 LATTICE_S3_SECRET_KEY = env.string("LATTICE_S3_SECRET_KEY", "")
 # Running workspaces' files are backed up this often (and every workspace
 # when it stops); this many backups are kept per user.
-LATTICE_BACKUP_INTERVAL = env.number("LATTICE_BACKUP_INTERVAL", 3600.0)
-LATTICE_BACKUPS_KEPT = env.integer("LATTICE_BACKUPS_KEPT", 5)
+LATTICE_BACKUP_INTERVAL = env.number("LATTICE_BACKUP_INTERVAL", 3600.0, minimum=1)
+LATTICE_BACKUPS_KEPT = env.integer("LATTICE_BACKUPS_KEPT", 5, minimum=1)
 CELERY_BEAT_SCHEDULE["back-up-data"] = {
     "task": "workspaces.tasks.backup.back_up_due",
     "schedule": LATTICE_BACKUP_INTERVAL,
 }
 # Workspace starts at once during a broadcast: about two per core keeps a
 # 2-core machine responsive while the others wait their turn.
-LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4)
+LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4, minimum=1)
 LATTICE_SAVED_IMAGES_MAX_COUNT = env.integer("LATTICE_SAVED_IMAGES_MAX_COUNT", 10)
 LATTICE_SAVED_IMAGES_MAX_BYTES = env.integer("LATTICE_SAVED_IMAGES_MAX_BYTES", 5 * 1024**3)
 # Admin builds and pulls: how long they may take and what a build step may use.
 LATTICE_BUILD_TIMEOUT = env.number("LATTICE_BUILD_TIMEOUT", 1800.0)
 LATTICE_PULL_TIMEOUT = env.number("LATTICE_PULL_TIMEOUT", 1800.0)
 LATTICE_BUILD_MEMORY = env.string("LATTICE_BUILD_MEMORY", "2g")
-LATTICE_BUILD_CPUS = env.integer("LATTICE_BUILD_CPUS", 1)
+LATTICE_BUILD_CPUS = env.integer("LATTICE_BUILD_CPUS", 1, minimum=1)
 # A job queued or running longer than this has lost its worker: it is failed.
 LATTICE_JOB_STALE_SECONDS = env.number(
     "LATTICE_JOB_STALE_SECONDS", max(LATTICE_BUILD_TIMEOUT, LATTICE_PULL_TIMEOUT) + 600

@@ -38,16 +38,18 @@ class VolumesInMemory(DockerBackend):
 
     volumes: dict[str, bytes] = {}
     started: list[str] = []
+    unfinished: set[str] = set()  # volumes whose import was cut short: they still have the marker
 
     def data_volume_exists(self, owner):
-        return owner in self.volumes
+        return owner in self.volumes and owner not in self.unfinished
 
     def export_data(self, owner, out):
         out.write(self.volumes[owner])
-        return len(self.volumes[owner])
 
     def import_data(self, owner, tar):
+        self.unfinished.add(owner)
         self.volumes[owner] = tar.read()
+        self.unfinished.discard(owner)
 
     def start(self, spec, progress=None, timeout=60):
         self.started.append(spec.owner)
@@ -59,7 +61,7 @@ class VolumesInMemory(DockerBackend):
 def engine(settings, tmp_path):
     settings.LATTICE_OBJECT_STORAGE = str(tmp_path / "objects")
     store.cache_clear()
-    VolumesInMemory.volumes, VolumesInMemory.started = {}, []
+    VolumesInMemory.volumes, VolumesInMemory.started, VolumesInMemory.unfinished = {}, [], set()
     yield use_engine(settings, VolumesInMemory)
     store.cache_clear()
 
@@ -116,6 +118,34 @@ def test_a_missing_volume_gets_the_newest_backup(owner, engine):
     assert restored is not None and engine.volumes["owner"] == stored(owner)
     assert steps and steps[0].startswith("Restoring your files")
     assert backups.restore_if_missing(owner) is None  # it is there now: nothing to do
+
+
+def test_a_restore_cut_short_is_restored_again_and_never_backed_up(owner, engine, settings):
+    settings.LATTICE_BACKUPS_KEPT = 1
+    engine.volumes["owner"] = tar_of(work=b"precious", more=b"files")
+    good = backups.back_up(owner, "stopped")
+    # What a worker killed mid-restore leaves: half the files, and the marker.
+    engine.volumes["owner"] = tar_of(work=b"precious")
+    engine.unfinished.add("owner")
+    assert backups.back_up(owner, "schedule") is None  # the half is not recorded...
+    assert objects() == [good.key]  # ...and the good backup is not pruned
+    assert backups.restore_if_missing(owner) == good
+    assert engine.volumes["owner"] == stored(owner) and not engine.unfinished
+
+
+def test_no_volume_on_this_engine_is_nothing_to_back_up(
+    api_client, owner, engine, django_capture_on_commit_callbacks, monkeypatch
+):
+    steps = []
+    assert backups.back_up(owner, "schedule", lambda p, m: steps.append(m)) is None
+    assert objects() == [] and not owner.snapshots.exists()
+    assert steps == ["You have no files here yet: nothing to back up"]
+    api_client.force_authenticate(owner)
+    monkeypatch.setattr(tasks.back_up, "delay", lambda *args: tasks.back_up(*args))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post("/api/backups/")
+    job = api_client.get(f"/api/jobs/{response.json()['id']}/").json()
+    assert job["state"] == "done" and "nothing to back up" in job["message"]
 
 
 def test_a_new_user_without_backups_starts_empty(owner, engine):

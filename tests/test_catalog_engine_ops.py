@@ -42,6 +42,10 @@ class FakeAPI:
         self.calls.append(("pull", {"repository": repository, **kwargs}))
         return self._stream()
 
+    def commit(self, container, **kwargs):
+        self.calls.append(("commit", {"container": container, **kwargs}))
+        return {"Id": INSPECTED["Id"]}
+
     def inspect_image(self, reference):
         self.calls.append(("inspect_image", {"reference": reference}))
         return INSPECTED
@@ -182,3 +186,11 @@ def test_a_pull_past_its_deadline_stops():
 def test_references_are_split_at_the_right_colon(reference, split, full):
     assert split_reference(reference) == split
     assert full_reference(reference) == full
+
+
+def test_a_commit_to_a_registry_with_a_port_is_tagged_latest():
+    api = FakeAPI()
+    saved = engine(api).commit("w1", "ide", "127.0.0.1:5000/course/python", {"lattice.kind": "app"})
+    _, kwargs = api.calls[0]
+    assert (kwargs["repository"], kwargs["tag"]) == ("127.0.0.1:5000/course/python", "latest")
+    assert saved["reference"] == "127.0.0.1:5000/course/python"

@@ -20,6 +20,15 @@ def test_missing_docker_engine_is_reported_with_what_to_do(monkeypatch):
     assert "DOCKER_HOST" in problem
 
 
+def test_a_malformed_docker_host_is_a_reason_not_a_crash(monkeypatch):
+    from workspaces.engine import health
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:notaport")
+    assert health.engine_problem().startswith("ValueError: ")
+    problem = services_health.docker_problem()
+    assert "Cannot reach the Docker engine (ValueError: " in problem and "DOCKER_HOST" in problem
+
+
 def test_system_check_reports_both(settings, monkeypatch):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")

@@ -371,18 +371,3 @@ def test_an_online_student_gets_a_notice_that_lasts_until_opened(fake_engine, ma
     assert teaching.pending(student)["notices"] == pending, "reading it does not end it"
     teaching.dismiss(student, ws.pk)
     assert teaching.pending(student)["notices"] == []
-
-
-def test_a_broadcast_concurrency_below_one_is_refused(settings):
-    from django.core.checks import registry
-
-    from workspaces.checks import broadcast_concurrency
-
-    assert broadcast_concurrency in registry.registry.get_checks()
-    for value in (0, -3):
-        settings.LATTICE_BROADCAST_CONCURRENCY = value
-        [error] = broadcast_concurrency()
-        assert error.id == "lattice.E010" and error.is_serious()
-        assert f"LATTICE_BROADCAST_CONCURRENCY={value}" in error.msg
-    settings.LATTICE_BROADCAST_CONCURRENCY = 1
-    assert broadcast_concurrency() == []

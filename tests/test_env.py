@@ -70,6 +70,20 @@ def test_an_invalid_integer_says_which_variable(monkeypatch):
         env.number("LATTICE_SPAWN_TIMEOUT", 60.0)
 
 
+def test_a_value_below_its_minimum_says_which_variable_and_the_bound(monkeypatch):
+    monkeypatch.setenv("LATTICE_BACKUPS_KEPT", "0")
+    with pytest.raises(ImproperlyConfigured, match=r"^LATTICE_BACKUPS_KEPT=0: it must be at least 1\.$"):
+        env.integer("LATTICE_BACKUPS_KEPT", 5, minimum=1)
+    monkeypatch.setenv("LATTICE_BACKUPS_KEPT", "1")
+    assert env.integer("LATTICE_BACKUPS_KEPT", 5, minimum=1) == 1
+    for raw in ("0.5", "-60", "nan"):
+        monkeypatch.setenv("LATTICE_BACKUP_INTERVAL", raw)
+        with pytest.raises(ImproperlyConfigured, match=r"LATTICE_BACKUP_INTERVAL=.*: it must be at least 1"):
+            env.number("LATTICE_BACKUP_INTERVAL", 3600.0, minimum=1)
+    monkeypatch.delenv("LATTICE_BACKUP_INTERVAL")
+    assert env.number("LATTICE_BACKUP_INTERVAL", 3600.0, minimum=1) == 3600.0
+
+
 def test_csv(monkeypatch):
     monkeypatch.setenv("ALLOWED_HOSTS", " a.example, b.example ,,")
     assert env.csv("ALLOWED_HOSTS") == ["a.example", "b.example"]
@@ -121,3 +135,12 @@ def test_a_bad_setting_stops_start_up_with_its_name(tmp_path):
     assert f"ImproperlyConfigured: SECRET_KEY_FILE={tmp_path / 'missing'}: cannot read it" in done.stderr
     done = _settings_in_a_fresh_process(DEBUG="maybe")
     assert "ImproperlyConfigured: DEBUG='maybe' is not a boolean" in done.stderr
+    for name in (
+        "LATTICE_BROADCAST_CONCURRENCY",
+        "LATTICE_BACKUPS_KEPT",
+        "LATTICE_BACKUP_INTERVAL",
+        "LATTICE_BUILD_CPUS",
+    ):
+        done = _settings_in_a_fresh_process(**{name: "0"})
+        assert done.returncode != 0
+        assert f"ImproperlyConfigured: {name}=0" in done.stderr and "at least 1" in done.stderr

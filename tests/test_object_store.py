@@ -74,7 +74,7 @@ def test_a_half_written_object_is_never_seen(tmp_path):
                 raise OSError("the disk filled up")
             return super().read(size)
 
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="the disk filled up"):
         store.put("data/ada/1.tar", Breaks(b"x" * 3_000_000))
     assert store.list("") == []
     assert list(tmp_path.rglob("*.tar")) == [] and not any(p.is_file() for p in tmp_path.rglob("*"))
@@ -107,3 +107,39 @@ def test_an_unreachable_store_is_reported_with_what_to_check(settings):
         object_store.store.cache_clear()
     assert problem.startswith("Cannot use the backup storage s3://nowhere/lattice")
     assert "LATTICE_S3_ENDPOINT_URL" in problem
+
+
+def test_the_folders_own_errors_are_store_errors(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    store = LocalFolderStore(tmp_path / "a-file" / "objects")
+    for attempt in (
+        lambda: store.put("data/ada/1.tar", io.BytesIO(b"x")),
+        lambda: store.get("data/ada/1.tar", io.BytesIO()),
+        lambda: store.delete("data/ada/1.tar"),
+        lambda: store.check(),
+    ):
+        with pytest.raises(StoreError, match="Not a directory"):
+            attempt()
+    store = LocalFolderStore(tmp_path / "objects")
+    store.check()  # makes the folder
+    (tmp_path / "objects" / "data" / "x.tar").mkdir(parents=True)  # a key that is a folder
+    (tmp_path / "objects" / "data" / "x.tar" / "inside").write_bytes(b"x")
+    with pytest.raises(StoreError, match=r"could not delete data/x\.tar"):
+        store.delete("data/x.tar")
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # root may write anywhere
+    with pytest.raises(StoreError, match="cannot write to"):
+        store.check()
+
+
+def test_the_health_probe_is_a_check_not_a_listing(store, monkeypatch, settings):
+    from workspaces import object_store, services_health
+
+    store.check()  # an empty store is usable
+    store.put("data/ada/1.tar", io.BytesIO(b"x"))
+    store.check()
+    monkeypatch.setattr(object_store, "store", lambda: store)
+    monkeypatch.setattr(type(store), "list", lambda self, prefix: pytest.fail("the probe listed the backups"))
+    assert services_health.object_storage_problem() is None
+    broken = StoreError("no such bucket")
+    monkeypatch.setattr(type(store), "check", lambda self: (_ for _ in ()).throw(broken))
+    assert "(no such bucket)" in services_health.object_storage_problem()

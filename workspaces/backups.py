@@ -69,8 +69,15 @@ def _scratch() -> BinaryIO:
     return tempfile.TemporaryFile(dir=folder)
 
 
-def back_up(user: User, reason: str, progress: Progress = no_progress) -> DataSnapshot:
-    """Store the user's whole data volume now, unless it is unchanged since the last backup."""
+def back_up(user: User, reason: str, progress: Progress = no_progress) -> DataSnapshot | None:
+    """Store the user's whole data volume now, unless it is unchanged since the last backup.
+
+    None when this engine has no data volume for the user (no start made one
+    yet, or a restore of it did not finish): there is nothing to back up.
+    """
+    if not backend().data_volume_exists(user.username):
+        progress(100, "You have no files here yet: nothing to back up")
+        return None
     with _scratch() as tar:
         progress(10, "Reading your files")
         hashing = _Hashing(tar)
@@ -116,7 +123,8 @@ def _prune(user: User) -> None:
 
 
 def restore_if_missing(user: User, progress: Progress = no_progress) -> DataSnapshot | None:
-    """Give the engine the user's newest backup when it has no data volume for them."""
+    """Give the engine the user's newest backup when it has no data volume for them
+    (or one whose restore was cut short: it is restored again, over itself)."""
     if backend().data_volume_exists(user.username):
         return None
     latest = user.snapshots.first()

@@ -7,8 +7,7 @@ server starts) treats them as fatal.
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Warning, register
 
 from . import services_health
 
@@ -23,19 +22,3 @@ def services_reachable(app_configs=None, **kwargs) -> list[Warning]:
     if problem:
         found.append(Warning(problem, id="lattice.W002"))
     return found
-
-
-@register("lattice")
-def broadcast_concurrency(app_configs=None, **kwargs) -> list[Error]:
-    """A bound of 0 would start nobody's workspace, ever: refuse it at start-up."""
-    value = settings.LATTICE_BROADCAST_CONCURRENCY
-    if value <= 0:
-        return [
-            Error(
-                f"LATTICE_BROADCAST_CONCURRENCY={value}: it must be at least 1.",
-                hint="It is how many classroom workspaces start at once across the site; "
-                "about 2 per CPU core is a good start.",
-                id="lattice.E010",
-            )
-        ]
-    return []

@@ -49,6 +49,10 @@ class ObjectStore(ABC):
     def list(self, prefix: str) -> list[StoredObject]:
         """Objects whose key starts with ``prefix``, by key."""
 
+    @abstractmethod
+    def check(self) -> None:
+        """A cheap probe that the store can be used; StoreError says why not."""
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -58,6 +62,8 @@ def _check_key(key: str) -> str:
 
 
 class LocalFolderStore(ObjectStore):
+    """Objects as files under a folder; the folder's own errors are StoreErrors too."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
@@ -66,18 +72,21 @@ class LocalFolderStore(ObjectStore):
 
     def put(self, key: str, source: BinaryIO) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside and renamed: the object appears whole or not at all.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside and renamed: the object appears whole or not at all.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreError(f"could not store {key}: {exc}") from exc
 
     def get(self, key: str, out: BinaryIO) -> None:
         try:
@@ -85,19 +94,35 @@ class LocalFolderStore(ObjectStore):
                 shutil.copyfileobj(source, out, 1 << 20)
         except FileNotFoundError:
             raise StoreError(f"there is no object {key}") from None
+        except OSError as exc:
+            raise StoreError(f"could not read {key}: {exc}") from exc
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"could not delete {key}: {exc}") from exc
 
     def list(self, prefix: str) -> list[StoredObject]:
         if not self.root.exists():
             return []
         found = []
-        for path in self.root.rglob("*"):
-            key = path.relative_to(self.root).as_posix()
-            if path.is_file() and not path.name.startswith(".incoming-") and key.startswith(prefix):
-                found.append(StoredObject(key, path.stat().st_size))
+        try:
+            for path in self.root.rglob("*"):
+                key = path.relative_to(self.root).as_posix()
+                if path.is_file() and not path.name.startswith(".incoming-") and key.startswith(prefix):
+                    found.append(StoredObject(key, path.stat().st_size))
+        except OSError as exc:
+            raise StoreError(f"could not list {prefix}: {exc}") from exc
         return sorted(found, key=lambda o: o.key)
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"could not make the folder: {exc}") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreError(f"this user ({os.getuid()}) cannot write to {self.root}")
 
 
 class S3Store(ObjectStore):
@@ -143,6 +168,12 @@ class S3Store(ObjectStore):
         except self.errors as exc:
             raise StoreError(f"could not list {prefix}: {exc}") from exc
         return sorted(found, key=lambda o: o.key)
+
+    def check(self) -> None:
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except self.errors as exc:
+            raise StoreError(f"could not list the bucket {self.bucket}: {exc}") from exc
 
 
 def open_store(location: str) -> ObjectStore:

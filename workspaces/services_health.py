@@ -27,10 +27,7 @@ def redis_problem(url: str | None = None) -> str | None:
 
 
 def docker_problem() -> str | None:
-    try:
-        reason = engine_health.engine_problem()
-    except Exception as exc:  # a malformed DOCKER_HOST fails before any connection
-        reason = f"{type(exc).__name__}: {exc}"
+    reason = engine_health.engine_problem()
     if reason:
         return (
             f"Cannot reach the Docker engine ({reason}). Start it (`service docker start` "
@@ -51,8 +48,8 @@ def object_storage_problem() -> str | None:
     from .object_store import StoreError, store
 
     try:
-        store().list("data/")
-    except (StoreError, OSError) as exc:
+        store().check()
+    except StoreError as exc:
         return (
             f"Cannot use the backup storage {settings.LATTICE_OBJECT_STORAGE} ({exc}). "
             "Check LATTICE_OBJECT_STORAGE and, for S3, LATTICE_S3_ENDPOINT_URL and its keys."

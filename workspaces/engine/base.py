@@ -104,12 +104,16 @@ class Backend(ABC):
 
     @abstractmethod
     def data_volume_exists(self, owner: str) -> bool:
-        """Does the engine have this owner's data volume?"""
+        """Does the engine have this owner's data volume, whole? One whose
+        import_data was cut short (a killed worker) counts as missing."""
 
     @abstractmethod
-    def export_data(self, owner: str, out: BinaryIO) -> int:
-        """Write a tar of the owner's whole data volume to ``out``; the bytes written."""
+    def export_data(self, owner: str, out: BinaryIO) -> None:
+        """Write a tar of the owner's whole data volume to ``out``."""
 
     @abstractmethod
     def import_data(self, owner: str, tar: BinaryIO) -> None:
-        """Unpack such a tar into the owner's data volume, making it if missing."""
+        """Unpack such a tar into the owner's data volume, making it if missing.
+
+        When it fails, the volume is as missing as before: removed if this
+        call made it, else still counted as missing by data_volume_exists."""

@@ -55,8 +55,8 @@ LABEL_OWNER = "lattice.owner"
 LABEL_ROLE = "lattice.role"
 LABEL_CONTAINER = "lattice.container"
 
-USER = "1000:1000"
 USER_ID = 1000
+USER = f"{USER_ID}:{USER_ID}"
 X11_DIR = "/tmp/.X11-unix"  # noqa: S108  (a mount point inside the container, X11 fixes it)
 DATA_DIR = "/data"
 # Inside the display: where its folder of the socket root is mounted.

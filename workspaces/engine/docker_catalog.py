@@ -240,8 +240,16 @@ class DockerCatalogOps:
 
         deadline = time.monotonic() + timeout
         step = "before the first step"
+
+        def too_long() -> BuildFailed:
+            return BuildFailed(
+                f"The build took longer than {timeout:.0f} s and was stopped at {step}.",
+                step=step,
+                error="time limit",
+            )
+
         memory = docker.utils.parse_bytes(memory) if isinstance(memory, str) else memory
-        limits = {"memory": memory, "memswap": memory, "cpusetcpus": f"0-{max(cpus, 1) - 1}"}
+        limits = {"memory": memory, "memswap": memory, "cpusetcpus": f"0-{cpus - 1}"}
         fileobj = io.BytesIO(context) if isinstance(context, bytes | bytearray) else context
         with _translated("Building the image"):
             stream = self.api.build(
@@ -260,11 +268,7 @@ class DockerCatalogOps:
             try:
                 for chunk in stream:
                     if time.monotonic() > deadline:
-                        raise BuildFailed(
-                            f"The build took longer than {timeout:.0f} s and was stopped at {step}.",
-                            step=step,
-                            error="time limit",
-                        )
+                        raise too_long()
                     for line in (chunk.get("stream") or "").splitlines():
                         if line.strip():
                             log(line)
@@ -277,11 +281,7 @@ class DockerCatalogOps:
                         raise BuildFailed(f"The build failed at {step}: {error}", step=step, error=error)
             except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
                 if time.monotonic() >= deadline - 1:
-                    raise BuildFailed(
-                        f"The build took longer than {timeout:.0f} s and was stopped at {step}.",
-                        step=step,
-                        error="time limit",
-                    ) from exc
+                    raise too_long() from exc
                 raise EngineError(
                     f"The build stopped at {step}: the engine's answer broke off ({exc})."
                 ) from exc
@@ -341,10 +341,6 @@ class DockerCatalogOps:
             except docker.errors.NotFound:
                 return False
         return True
-
-    def images_in_use(self) -> set[str]:
-        """Image ids that some container (of anything) still uses."""
-        return {c["ImageID"] for c in self.api.containers(all=True)}
 
 
 def _layer_done(event: dict) -> float:

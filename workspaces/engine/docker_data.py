@@ -12,6 +12,7 @@ from typing import Any
 import docker.errors
 
 from . import names
+from .docker_catalog import split_reference
 from .errors import ContainerNotFound, EngineError, ImageNotFound
 
 # The engine's diff kinds.
@@ -68,6 +69,7 @@ class DockerDataOps:
     _ensure_volume: Any
     data_volume_labels: Any
     file_ops_container: Any
+    data_volume_exists: Any
 
     def _docker_name(self, workspace_id: str, container: str) -> str:
         return names.container(self.prefix, str(workspace_id), container)
@@ -93,7 +95,7 @@ class DockerDataOps:
         """Save the container as ``reference`` (paused while the engine copies it)."""
         from .docker_backend import _translated
 
-        repository, _, tag = reference.rpartition(":")
+        repository, tag = split_reference(reference)
         changes = [f"ENV {name}=" for name in _SECRET_ENV]
         changes += [f'LABEL {key}=""' for key in _WORKSPACE_LABELS]
         changes += [f"LABEL {key}={_quote(value)}" for key, value in labels.items()]
@@ -147,11 +149,9 @@ class DockerDataOps:
                 raise EngineError(f"{path!r} must be a folder inside /data, like 'lessons/week1'.")
         src_volume = names.data_volume(self.prefix, src_owner)
         dst_volume = names.data_volume(self.prefix, dst_owner)
+        if not self.data_volume_exists(src_owner):
+            raise EngineError(f"{src_owner} has no files yet: there is no /data/{src_path}.")
         with _translated("Copying files"):
-            try:
-                self.api.inspect_volume(src_volume)
-            except docker.errors.NotFound as exc:
-                raise EngineError(f"{src_owner} has no files yet: there is no /data/{src_path}.") from exc
             # The same labelled volume a workspace start would make.
             self._ensure_volume(dst_volume, self.data_volume_labels(dst_owner))
             # The target at /data, where the image has it owned by the user:

@@ -7,7 +7,7 @@ from docker.errors import DockerException
 
 
 def engine_problem() -> str | None:
-    """None when the engine answers a ping, else why it does not."""
+    """None when the engine answers a ping, else why it does not; never raises."""
     try:
         client = docker.from_env(timeout=3)
         try:
@@ -16,4 +16,6 @@ def engine_problem() -> str | None:
             client.close()
     except DockerException as exc:
         return str(exc)
+    except Exception as exc:  # a malformed DOCKER_HOST fails before any connection
+        return f"{type(exc).__name__}: {exc}"
     return None

@@ -11,6 +11,7 @@ from .. import (
     jobs,
     lifecycle,
 )
+from ..engine.base import no_progress
 from ..models import (
     JobState,
     User,
@@ -27,7 +28,7 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
     if job_id is not None and job is None:
         return
     user = User.objects.get(pk=user_id)
-    progress = (lambda p, m: jobs.report(job, p, m)) if job else (lambda p, m: None)
+    progress = (lambda p, m: jobs.report(job, p, m)) if job else no_progress
     client = lifecycle.redis_client()
     lock = f"lattice:backing-up:{user_id}"
     # One backup of a user at a time: a stop and the schedule may ask at once.
@@ -45,6 +46,11 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
         return
     finally:
         client.delete(lock)
+    if snapshot is None:
+        logger.info("backup of %s: no data volume on this engine, nothing to back up", user.username)
+        if job:
+            jobs.finish(job, JobState.DONE, "You have no files here yet: there is nothing to back up.")
+        return
     if job:
         jobs.finish(
             job,

@@ -1,12 +1,10 @@
 """Fake engines for the admin catalog: the real DockerBackend with only its image calls replaced.
 
 ``FakeCatalogEngine`` keeps tags in a dict; subclasses fail in the ways a
-real build or pull can (a crash, a broken step, a hang).
+real build or pull can (a crash, a broken step, a refused pull).
 """
 
 from __future__ import annotations
-
-import time
 
 from tests.fakes import use_engine
 from workspaces.engine.base import EngineError, ImageNotFound
@@ -142,14 +140,6 @@ class CrashingPull(FakeCatalogEngine):
 class RefusingPull(FakeCatalogEngine):
     def pull(self, reference, progress, *, timeout=1800):
         raise EngineError(f"Pulling {reference} failed: manifest unknown")
-
-
-class SlowBuild(FakeCatalogEngine):
-    """Takes its time at each step (to catch a job while it runs)."""
-
-    def step(self, index, step, log):
-        time.sleep(0.2)
-        log(" ---> ok")
 
 
 def use(settings, engine_class: type[FakeCatalogEngine] = FakeCatalogEngine) -> FakeCatalogEngine:

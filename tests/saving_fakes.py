@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from tests.fakes import use_engine
+from workspaces import saving
 from workspaces.engine.docker_backend import DockerBackend
+from workspaces.models import Image, User
 
 MiB = 1024**2
 
@@ -62,3 +64,16 @@ class FakeSavingEngine(DockerBackend):
 def use_fake_engine(settings) -> FakeSavingEngine:
     """Make the fake this process's engine (through the real seam, engine_access.backend)."""
     return use_engine(settings, FakeSavingEngine)
+
+
+def make_saved_image(
+    owner: User, name: str, kind: str = "app", parent: Image | None = None, version: int = 1, **extra
+) -> Image:
+    """A saved image's row, named as saving.save names it (ready unless ``extra`` says otherwise)."""
+    fields = {
+        "slug": f"{owner.username}/{name}:{version}",
+        "reference": f"{saving.repository_for(owner, name)}:{version}",
+        "title": f"{name} (v{version})",
+        **extra,
+    }
+    return Image.objects.create(kind=kind, owner=owner, name=name, version=version, parent=parent, **fields)

@@ -2,9 +2,12 @@
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests import catalog_fakes
-from workspaces.models import Classroom, Image, PublishRequest, Workspace
+from tests.saving_fakes import make_saved_image
+from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -194,16 +197,7 @@ def test_pull_needs_a_registry(api_client, admin_user, settings):
 
 
 def test_review_submit_and_reject_with_a_reason(api_client, admin_user, owner, stranger, catalog, client):
-    saved = Image.objects.create(
-        slug="owner/x:1",
-        reference="lattice/u/owner/x:1",
-        kind="app",
-        title="x",
-        owner=owner,
-        name="x",
-        version=1,
-        parent=catalog["ide"],
-    )
+    saved = make_saved_image(owner, "x", parent=catalog["ide"], title="x")
     api_client.force_authenticate(stranger)
     assert api_client.post(f"/api/saved-images/{saved.pk}/publish/").status_code == 404
     api_client.force_authenticate(owner)
@@ -230,3 +224,45 @@ def test_review_submit_and_reject_with_a_reason(api_client, admin_user, owner, s
     )
     client.force_login(owner)
     assert "Remove the cache folder" in client.get(f"/images/{saved.pk}/").content.decode()
+
+
+def test_the_catalog_list_counts_usage_in_one_query_however_many_entries(
+    api_client, client, admin_user, owner, teacher, catalog, engine
+):
+    api_client.force_authenticate(admin_user)
+    client.force_login(admin_user)
+
+    def queries(url: str, fetch) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert fetch(url).status_code == 200
+        return len(captured)
+
+    before = queries("/api/admin/images/", api_client.get), queries("/manage/", client.get)
+    room = Classroom.objects.create(name="Physics")
+    for n in range(4):
+        display = Image.objects.create(
+            slug=f"d{n}", reference=f"lattice/d{n}:latest", kind="display", title="D"
+        )
+        ws = Workspace.objects.create(owner=owner, display=display, state="running")
+        ws.apps.set([catalog["ide"], catalog["lab"]])
+        Workspace.objects.create(owner=owner, display=display, state="stopped")
+        Broadcast.objects.create(classroom=room, teacher=teacher, display=display, state="ended")
+        make_saved_image(owner, f"mine{n}", kind="display", parent=display)
+    after = queries("/api/admin/images/", api_client.get), queries("/manage/", client.get)
+    assert after == before
+    listed = {i["slug"]: i["usage"] for i in api_client.get("/api/admin/images/").json()}
+    assert {k: v for k, v in listed["d0"].items() if k != "delete_blocked"} == {
+        "running": 1,
+        "workspaces": 2,
+        "broadcasts": 1,
+        "descendants": 1,
+    }
+    # Each workspace counts once, however many of its apps and display are the entry.
+    assert (listed["ide"]["running"], listed["ide"]["workspaces"]) == (4, 4)
+    assert listed["desktop"] == {
+        "running": 0,
+        "workspaces": 0,
+        "broadcasts": 0,
+        "descendants": 0,
+        "delete_blocked": "",
+    }

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from tests import catalog_fakes
 from tests.catalog_fakes import BrokenStep, CrashingBuild, CrashingPull, RefusingPull
-from workspaces import jobs, tasks
+from tests.saving_fakes import make_saved_image
+from workspaces import admin_catalog, jobs, tasks
 from workspaces.engine.base import EngineError
 from workspaces.models import Broadcast, Classroom, Image, Job, PublishRequest, Workspace
 
@@ -98,9 +99,37 @@ def test_a_build_becomes_an_entry_under_the_engine_prefix(admin, engine, events,
     assert "Step 3/3 : RUN make" in job.log
     # Each step moves the bar; the log lines are numbered for a page that follows late.
     logged = [e for e in events if e["type"] == "job-log"]
+    assert len(logged) == 6 and [e["line"] for e in logged] == job.log.splitlines()
     assert [e["n"] for e in logged] == list(range(len(logged)))
     progress = [e["progress"] for e in events if e["type"] == "job"]
-    assert progress == sorted(progress) and progress[-1] == 100
+    assert progress == [3, 5, 35, 65, 100]
+
+
+def test_a_folder_with_a_parent_is_built_on_it(admin, engine, events):
+    # images/kiosk/PARENT says desktop, as scripts/build-images reads it.
+    job = queue_build(admin, slug="exam", folder="kiosk")
+    tasks.build_image(job.pk)
+    assert Job.objects.get(pk=job.pk).state == "done"
+    ((_, _, options),) = engine.called("build")
+    assert options["buildargs"] == {"BASE": "lattice/desktop:latest"}
+
+
+def test_an_upload_is_built_on_base(admin, engine, events):
+    job = queue_build(admin, slug="lab", context=context())
+    tasks.build_image(job.pk)
+    assert engine.called("build")[0][2]["buildargs"] == {"BASE": "lattice/base:latest"}
+
+
+def test_a_parent_that_is_no_folder_is_refused(admin, engine, tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    for name in ("base", "lab"):
+        (images / name).mkdir(parents=True)
+        (images / name / "Dockerfile").write_text("FROM scratch\n")
+    (images / "lab" / "PARENT").write_text("gone\n")
+    monkeypatch.setattr(admin_catalog, "IMAGES_DIR", images)
+    response = admin.post("/api/admin/images/build/", {"slug": "mylab", "folder": "lab"})
+    assert response.status_code == 400 and "PARENT names 'gone'" in response.json()["detail"]
+    assert not Job.objects.exists()
 
 
 def test_an_uploaded_context_is_removed_after_the_build(admin, engine, events):
@@ -301,16 +330,8 @@ def test_a_wrong_visibility_adds_nothing(admin, engine):
 def review(owner, desktop, engine, settings):
     reference = f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/notes:1"
     engine.add(reference, {"lattice.kind": "display"})
-    saved = Image.objects.create(
-        slug="owner/notes:1",
-        reference=reference,
-        kind="display",
-        title="Notes",
-        owner=owner,
-        name="notes",
-        version=1,
-        parent=desktop,
-    )
+    saved = make_saved_image(owner, "notes", kind="display", parent=desktop, title="Notes")
+    assert saved.reference == reference
     return PublishRequest.objects.create(image=saved, requested_by=owner)
 
 
@@ -368,6 +389,24 @@ def test_approve_refuses_a_tag_the_engine_has(admin, review, engine, settings):
     assert engine.tags[target(settings, "notes")]["labels"] == {"lattice.kind": "app"}
 
 
+def test_approve_checks_the_engine_again_right_before_tagging(admin, review, engine, settings, monkeypatch):
+    checked = admin_catalog.check_target
+
+    def taken_meanwhile(slug):
+        reference = checked(slug)
+        engine.add(reference, {"lattice.kind": "app"})  # something else tags it after the check
+        return reference
+
+    monkeypatch.setattr(admin_catalog, "check_target", taken_meanwhile)
+    response = admin.post(f"/api/admin/reviews/{review.pk}/approve/", {"slug": "notes"}, format="json")
+    assert response.status_code == 400 and "has an image" in response.json()["detail"]
+    assert not engine.called("tag") and engine.tags[target(settings, "notes")]["labels"] == {
+        "lattice.kind": "app"
+    }
+    assert not Image.objects.filter(slug="notes").exists()
+    assert PublishRequest.objects.get().state == "pending"
+
+
 def test_an_approve_whose_tag_fails_leaves_no_entry(admin, review, engine):
     engine.fail["tag"] = EngineError("Tagging failed: no space left on device")
     response = admin.post(f"/api/admin/reviews/{review.pk}/approve/", {"slug": "notes"}, format="json")
@@ -404,16 +443,7 @@ def test_a_broadcast_display_cannot_be_deleted_and_keeps_its_engine_image(admin,
 
 def test_a_parent_of_saved_images_cannot_be_deleted(admin, engine, desktop, owner, stranger):
     for user in (owner, stranger):
-        Image.objects.create(
-            slug=f"{user.username}/d:1",
-            reference=f"x/{user.username}:1",
-            kind="display",
-            title="d",
-            owner=user,
-            name="d",
-            version=1,
-            parent=desktop,
-        )
+        make_saved_image(user, "d", kind="display", parent=desktop)
     response = admin.delete(f"/api/admin/images/{desktop.pk}/")
     assert response.status_code == 409
     assert "2 images were saved from 'desktop'" in response.json()["detail"]
@@ -482,8 +512,12 @@ def test_stale_jobs_are_failed_and_their_inputs_removed(admin_user, engine, even
     assert [jobs.input_path(j).exists() for j in [*stuck, fresh]] == [False, False, True]
     assert {e["id"] for e in events if e.get("state") == "failed"} == {j.pk for j in stuck}
     # A late finish of a given-up job changes nothing.
-    assert jobs.settle(stuck[0], "done", "Built after all") is False
+    assert jobs.finish(stuck[0], "done", "Built after all") is False
     assert Job.objects.get(pk=stuck[0].pk).state == "failed"
+    # Nor does a late progress line: the row keeps why it was given up, the page hears nothing.
+    heard = len(events)
+    jobs.report(stuck[1], 50, "Step 2/3 : RUN make")
+    assert Job.objects.get(pk=stuck[1].pk).message.startswith("Given up") and len(events) == heard
 
 
 def test_reconcile_fails_stale_jobs(admin_user, engine, events, settings):

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from tests.saving_fakes import use_fake_engine
+from tests.saving_fakes import make_saved_image, use_fake_engine
 from workspaces import saving
 from workspaces.engine.base import EngineError
-from workspaces.models import Image, User, Workspace
+from workspaces.models import Broadcast, Classroom, Image, User, Workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -201,6 +201,31 @@ def test_delete_the_engine_refuses_is_409_and_keeps_the_entry(as_owner, workspac
     assert response.status_code == 409
     assert "still used by a container" in response.json()["detail"]
     assert Image.objects.filter(pk=image_id).exists()
+
+
+def test_delete_of_a_display_a_broadcast_used_is_409_and_keeps_image_and_entry(
+    as_owner, workspace, owner, engine
+):
+    # A teacher broadcasts their own saved display (classrooms offer launchable(teacher)).
+    saved = make_saved_image(owner, "my-desk", kind="display", parent=workspace.display)
+    Broadcast.objects.create(
+        classroom=Classroom.objects.create(name="Physics"), teacher=owner, display=saved, state="ended"
+    )
+    response = as_owner.delete(f"/api/saved-images/{saved.pk}/")
+    assert response.status_code == 409
+    assert "broadcast used this image as its display" in response.json()["detail"]
+    assert Image.objects.filter(pk=saved.pk).exists()
+    assert not engine.called("remove_image")
+
+
+def test_delete_of_a_display_a_workspace_being_deleted_uses_is_409(as_owner, workspace, owner, engine):
+    saved = make_saved_image(owner, "my-desk", kind="display", parent=workspace.display)
+    Workspace.objects.create(owner=owner, display=saved, state="stopping", deleting=True)
+    response = as_owner.delete(f"/api/saved-images/{saved.pk}/")
+    assert response.status_code == 409
+    assert "being deleted still uses this image" in response.json()["detail"]
+    assert Image.objects.filter(pk=saved.pk).exists()
+    assert not engine.called("remove_image")
 
 
 def test_size_quota_says_saves_under_way_are_not_counted(as_owner, workspace, settings):

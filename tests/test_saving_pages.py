@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.saving_fakes import use_fake_engine
+from tests.saving_fakes import make_saved_image, use_fake_engine
 from workspaces.engine.base import EngineError, EngineUnavailable
 from workspaces.models import Image, Workspace
 
@@ -23,17 +23,11 @@ def ide(db):
 
 @pytest.fixture
 def saved(owner, ide):
-    return Image.objects.create(
-        slug="owner/my-ide:1",
-        reference="lattice/u/owner/my-ide:1",
-        kind="app",
-        title="my-ide (v1)",
-        owner=owner,
-        name="my-ide",
-        version=1,
+    return make_saved_image(
+        owner,
+        "my-ide",
         parent=ide,
         origin="saved from Geany IDE (ide)",
-        state="ready",
         changes={
             "summary": {"/home/user": {"added": 1, "changed": 0, "deleted": 0}},
             "total": 1,
@@ -83,7 +77,7 @@ def test_owner_renames_and_describes(as_owner, saved):
 def test_owner_deletes_a_free_image(as_owner, saved, engine):
     response = as_owner.post(url(saved), {"action": "delete"}, follow=True)
     assert "Deleted owner/my-ide:1." in response.content.decode()
-    assert engine.called("remove_image") == [("remove_image", "lattice/u/owner/my-ide:1")]
+    assert engine.called("remove_image") == [("remove_image", saved.reference)]
     assert not Image.objects.filter(pk=saved.pk).exists()
 
 

@@ -11,7 +11,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
 
-from tests.saving_fakes import MiB, use_fake_engine
+from tests.saving_fakes import MiB, make_saved_image, use_fake_engine
 from workspaces import saving, tasks
 from workspaces.engine.base import ContainerNotFound
 from workspaces.models import Image, Workspace
@@ -136,9 +136,7 @@ def test_stale_saves_are_failed_and_recent_ones_kept(events, owner, workspace):
     old = saving.save(workspace, "ide", "old")
     recent = saving.save(workspace, "display", "recent")
     _age(old, 3600)
-    ready = Image.objects.create(
-        slug="owner/ready:1", reference="r", kind="app", title="r", owner=owner, name="ready", version=1
-    )
+    ready = make_saved_image(owner, "ready")
     _age(ready, 3600)
 
     assert saving.fail_stale_saves(1800) == 1

@@ -17,11 +17,12 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError, Q
+from django.db.models import Count, IntegerField, OuterRef, ProtectedError, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import jobs, refusals, saving
-from .catalog import label_flag
+from .catalog import DOCKER_COMPONENT, fields_from_labels
 from .engine.base import EngineError
 from .engine_access import backend
 from .models import (
@@ -42,10 +43,7 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-# One path component of a Docker repository name, at most 64 characters.
-SLUG = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 IMAGES_DIR = settings.BASE_DIR / "images"
-BASE_IMAGE = "lattice/base:latest"
 # Engine names that are not catalog slugs, besides the folders of images/.
 RESERVED = {
     "base-rootfs": "scripts/build-images keeps base's root filesystem as lattice/base-rootfs",
@@ -73,7 +71,7 @@ class CatalogConflict(refusals.Conflict, CatalogError):
 
 
 def check_slug(slug: str) -> str:
-    if not isinstance(slug, str) or len(slug) > 64 or not SLUG.fullmatch(slug):
+    if not isinstance(slug, str) or len(slug) > 64 or not DOCKER_COMPONENT.fullmatch(slug):
         raise CatalogError(
             "The slug must be 1 to 64 lowercase letters or digits, joined by single '.', '_' or '-'."
         )
@@ -97,7 +95,16 @@ def engine_reference(slug: str) -> str:
 def check_target(slug: str) -> str:
     """The engine reference a new entry may take: a free slug, a tag nobody has."""
     reference = engine_reference(check_slug(slug))
-    holder = Image.objects.filter(reference=reference).first()
+    _check_free(reference)
+    return reference
+
+
+def _check_free(reference: str, besides: Image | None = None) -> None:
+    """No entry (but ``besides``) names ``reference`` and the engine has no such tag."""
+    holders = Image.objects.filter(reference=reference)
+    if besides is not None:
+        holders = holders.exclude(pk=besides.pk)
+    holder = holders.first()
     if holder is not None:
         raise CatalogError(f"The entry '{holder.slug}' uses {reference} already; choose another slug.")
     try:
@@ -108,7 +115,16 @@ def check_target(slug: str) -> str:
         raise CatalogError(
             f"The engine has an image {reference} already, which this would replace; choose another slug."
         )
-    return reference
+
+
+def scratch_reference(target: str, job: Job) -> str:
+    """The tag a build job builds under, before its entry claims ``target``."""
+    return f"{target.rsplit(':', 1)[0]}:build-{job.pk}"
+
+
+def is_scratch(reference: str) -> bool:
+    """True for a build's scratch tag (a build in progress, or one a crash left behind)."""
+    return re.search(r":build-\d+$", reference) is not None
 
 
 def check_visibility(
@@ -176,14 +192,36 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def usage(image: Image) -> Usage:
-    uses = Workspace.objects.filter(Q(display=image) | Q(apps=image)).distinct()
-    return Usage(
-        running=uses.filter(deleting=False, state__in=ACTIVE_STATES).count(),
-        workspaces=uses.count(),
-        broadcasts=Broadcast.objects.filter(display=image).count(),
-        descendants=image.children.count(),
+def _counted(queryset: QuerySet) -> Coalesce:
+    """How many distinct rows ``queryset`` (filtered on OuterRef("pk")) has, as a subquery."""
+    counts = queryset.order_by().annotate(one=Value(1)).values("one").annotate(n=Count("pk", distinct=True))
+    return Coalesce(Subquery(counts.values("n"), output_field=IntegerField()), 0)
+
+
+def usages(queryset: QuerySet[Image]) -> QuerySet[Image]:
+    """The entries with what refers to each counted in the same query; read with usage_of()."""
+    uses = Workspace.objects.filter(Q(display=OuterRef("pk")) | Q(apps=OuterRef("pk")))
+    return queryset.annotate(
+        usage_running=_counted(uses.filter(deleting=False, state__in=ACTIVE_STATES)),
+        usage_workspaces=_counted(uses),
+        usage_broadcasts=_counted(Broadcast.objects.filter(display=OuterRef("pk"))),
+        usage_descendants=_counted(Image.objects.filter(parent=OuterRef("pk"))),
     )
+
+
+def usage_of(image: Image) -> Usage:
+    """The usage of an entry that came from usages()."""
+    return Usage(
+        running=image.usage_running,
+        workspaces=image.usage_workspaces,
+        broadcasts=image.usage_broadcasts,
+        descendants=image.usage_descendants,
+    )
+
+
+def usage(image: Image) -> Usage:
+    """What refers to the entry now (one query)."""
+    return usage_of(usages(Image.objects.filter(pk=image.pk)).get())
 
 
 def buildable_folders() -> list[str]:
@@ -191,14 +229,26 @@ def buildable_folders() -> list[str]:
     return sorted(p.name for p in IMAGES_DIR.iterdir() if (p / "Dockerfile").exists() and p.name != "base")
 
 
+def parent_folder(folder: str) -> str:
+    """The images/ folder ``folder`` is built FROM: the one its PARENT file names, else base.
+
+    The convention of scripts/build-images (its parent_of), described in images/README.md.
+    """
+    path = IMAGES_DIR / folder / "PARENT"
+    parent = "".join(path.read_text().split()) if path.is_file() else "base"
+    if parent == folder or not (IMAGES_DIR / parent / "Dockerfile").is_file():
+        raise CatalogError(
+            f"images/{folder}/PARENT names '{parent}', which is not another folder of images/."
+        )
+    return parent
+
+
+def build_base(folder: str = "") -> str:
+    """The BASE build argument for a folder of images/ (an upload is built on base)."""
+    return f"lattice/{parent_folder(folder) if folder else 'base'}:latest"
+
+
 # --- adding -----------------------------------------------------------------------
-
-
-def _label_number(labels: dict, name: str, default: float, cast: Callable):
-    try:
-        return cast(labels.get(name, default))
-    except (TypeError, ValueError):
-        raise CatalogError(f"The image's label {name} is not a number ({labels[name]!r}).") from None
 
 
 def _entry(reference: str, labels: dict[str, str], fields: dict, origin: str, size: int = 0) -> Image:
@@ -207,20 +257,17 @@ def _entry(reference: str, labels: dict[str, str], fields: dict, origin: str, si
     if kind not in ImageKind.values:
         raise CatalogError("Say whether it is a display or an app (the image has no lattice.kind label).")
     slug = check_slug(fields.get("slug") or "")
-    kiosk = fields.get("kiosk")
+    try:
+        described = fields_from_labels(labels, slug, fields)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
     try:
         with transaction.atomic():
             image = Image.objects.create(
                 slug=slug,
                 reference=reference,
                 kind=kind,
-                title=fields.get("title") or labels.get("lattice.title") or slug,
-                description=fields.get("description") or labels.get("lattice.description", ""),
-                icon=fields.get("icon") or labels.get("lattice.icon", ""),
-                mem_limit=fields.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
-                cpus=fields.get("cpus") or _label_number(labels, "lattice.cpus", 1.0, float),
-                pids_limit=fields.get("pids_limit") or _label_number(labels, "lattice.pids_limit", 256, int),
-                kiosk=label_flag(labels.get("lattice.kiosk")) if kiosk is None else bool(kiosk),
+                **described,
                 origin=origin[:200],
                 size=size,
                 built=timezone.now(),
@@ -253,12 +300,14 @@ def _claim_tag(source: str, target: str, make_entry: Callable[[], Image]) -> Ima
     """Make the entry, then tag ``source`` as ``target``, in one transaction.
 
     The tag comes last, so a refusal leaves the engine as it was; a tag made
-    for a transaction that then failed is removed.
+    for a transaction that then failed is removed. Right before tagging, the
+    target is checked again: nothing may have taken it since the request.
     """
     tagged = False
     try:
         with transaction.atomic():
             image = make_entry()
+            _check_free(target, besides=image)
             try:
                 backend().tag(source, target)
             except EngineError as exc:
@@ -290,16 +339,17 @@ def queue_build(
     from .engine.docker_catalog import context_from_upload
     from .tasks import build_image
 
-    target = check_target(fields.get("slug") or "")
+    check_target(fields.get("slug") or "")
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
     if folder:
         if folder not in buildable_folders():
             raise CatalogError(
                 f"There is no images/{folder} to build; choose one of {', '.join(buildable_folders())}."
             )
+        build_base(folder)  # a broken PARENT file is refused now, not after the job waited
     elif upload is None:
         raise CatalogError("Choose a folder of images/ or upload a build context (.tar, .tar.gz or .zip).")
-    result = {"fields": fields, "folder": folder, "target": target}
+    result = {"fields": fields, "folder": folder}
     if upload is not None:
         result["upload"] = upload[1][:200]
     job = Job.objects.create(owner=admin, kind="build", result=result)
@@ -321,8 +371,10 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
     from .engine.docker_catalog import context_from_folder
 
     fields, folder = job.result["fields"], job.result.get("folder")
-    target = check_target(fields["slug"])  # again: a name may have been taken since the job was queued
-    scratch = f"{target.rsplit(':', 1)[0]}:build-{job.pk}"
+    # Again, before the long build: a name may have been taken since the job was queued.
+    target = check_target(fields["slug"])
+    scratch = scratch_reference(target, job)
+    base = build_base(folder)
     if folder:
         context = context_from_folder(IMAGES_DIR / folder)
         origin = f"built from images/{folder}"
@@ -339,7 +391,7 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
             context,
             scratch,
             log,
-            buildargs={"BASE": BASE_IMAGE},
+            buildargs={"BASE": base},
             memory=settings.LATTICE_BUILD_MEMORY,
             cpus=settings.LATTICE_BUILD_CPUS,
             timeout=build_timeout(),
@@ -347,7 +399,6 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
 
         def make_entry() -> Image:
             _still_running(job)
-            check_target(fields["slug"])
             return _entry(target, built["labels"], fields, origin, size=built["size"])
 
         return _claim_tag(scratch, target, make_entry)
@@ -376,11 +427,7 @@ def queue_pull(admin: User, reference: str, fields: dict) -> Job:
             f"The entry '{holder.slug}' uses {reference} already; a pull could change it under its users."
         )
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
-    job = Job.objects.create(
-        owner=admin, kind="pull", result={"fields": fields, "reference": reference, "target": reference}
-    )
-    transaction.on_commit(lambda: pull_image.delay(job.pk))
-    return job
+    return jobs.queue_job(admin, "pull", pull_image, result={"fields": fields, "reference": reference})
 
 
 def pull_entry(job: Job, progress: Callable[[int, str], None]) -> Image:
@@ -493,9 +540,7 @@ def approve(request: PublishRequest, admin: User, fields: dict) -> Image:
         PublishRequest.objects.filter(pk=request.pk).update(published=image)
         return image
 
-    image = _claim_tag(saved.reference, target, make_entry)
-    request.refresh_from_db()
-    return image
+    return _claim_tag(saved.reference, target, make_entry)
 
 
 def reject(request: PublishRequest, admin: User, reason: str) -> None:

@@ -11,11 +11,45 @@ from .engine_access import backend
 from .models import Classroom, Image, ImageKind, ImageState, Role, User, Visibility
 
 KINDS = {ImageKind.DISPLAY, ImageKind.APP}
+# Docker's rule for one path component of a repository name: catalog slugs and
+# saved images' names (and user namespaces kept as they are) follow it.
+DOCKER_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 def label_flag(value: str | None) -> bool:
     """A yes/no label such as lattice.kiosk: "1" or "true" is yes."""
     return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = None) -> dict:
+    """An entry's title, description, icon, limits and kiosk flag: what ``given``
+    says, else the image's lattice.* labels, else the defaults.
+
+    A numeric label that is not a number raises ValueError naming it (only
+    when ``given`` does not set that field).
+    """
+    given = given or {}
+
+    def number(field: str, label: str, default: float, cast: type) -> float:
+        if given.get(field):
+            return given[field]
+        value = labels.get(label, default)
+        try:
+            return cast(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"The image's label {label} is not a number ({value!r}).") from None
+
+    return {
+        "title": given.get("title") or labels.get("lattice.title") or slug,
+        "description": given.get("description") or labels.get("lattice.description", ""),
+        "icon": given.get("icon") or labels.get("lattice.icon", ""),
+        "mem_limit": given.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
+        "cpus": number("cpus", "lattice.cpus", 1.0, float),
+        "pids_limit": number("pids_limit", "lattice.pids_limit", 256, int),
+        "kiosk": label_flag(labels.get("lattice.kiosk"))
+        if given.get("kiosk") is None
+        else bool(given["kiosk"]),
+    }
 
 
 def launchable(user: User) -> QuerySet[Image]:
@@ -58,17 +92,7 @@ def sync_from_engine() -> list[Image]:
             continue
         image, _ = Image.objects.get_or_create(
             slug=slug,
-            defaults={
-                "reference": info["reference"],
-                "kind": kind,
-                "title": labels.get("lattice.title", slug),
-                "description": labels.get("lattice.description", ""),
-                "icon": labels.get("lattice.icon", ""),
-                "mem_limit": labels.get("lattice.mem_limit", "1g"),
-                "cpus": float(labels.get("lattice.cpus", 1.0)),
-                "pids_limit": int(labels.get("lattice.pids_limit", 256)),
-                "kiosk": label_flag(labels.get("lattice.kiosk")),
-            },
+            defaults={"reference": info["reference"], "kind": kind, **fields_from_labels(labels, slug)},
         )
         image.reference = info["reference"]
         image.size = info.get("size", 0)

@@ -13,13 +13,14 @@ from .events import publish
 from .models import Job, JobState, User
 
 
-def queue_job(owner: User, kind: str, send) -> Job:
+def queue_job(owner: User, kind: str, send, result: dict | None = None) -> Job:
     """Save the job, then hand its id (never the object) to Celery after commit.
 
     ``send`` is a task (its ``delay`` is called with the job id) or a callable
-    taking the job id, for tasks that need more ids than the job's.
+    taking the job id, for tasks that need more ids than the job's; ``result``
+    is what the job starts with (its input, for the task to read).
     """
-    job = Job.objects.create(owner=owner, kind=kind)
+    job = Job.objects.create(owner=owner, kind=kind, result=result or {})
     dispatch = getattr(send, "delay", send)
     transaction.on_commit(lambda: dispatch(job.pk))
     return job
@@ -45,39 +46,16 @@ def event(job: Job) -> dict:
 
 
 def report(job: Job, progress: int, message: str) -> None:
+    """Progress of a running job; a late line of a job given up meanwhile changes nothing."""
     message = message[:300]  # the column's length
     job.progress, job.message = progress, message
-    Job.objects.filter(pk=job.pk).update(progress=progress, message=message)
-    publish(job.owner_id, event(job))
+    if Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(progress=progress, message=message):
+        publish(job.owner_id, event(job))
 
 
-def finish(job: Job, state: str, message: str, result: dict | None = None) -> None:
-    job.state, job.message, job.result = state, message[:300], result or {}
-    if state == JobState.DONE:
-        job.progress = 100
-    job.finished = timezone.now()
-    job.save(update_fields=["state", "message", "result", "progress", "finished"])
-    publish(job.owner_id, event(job))
-
-
-# --- jobs that never end, and the files they were given -------------------------
-
-
-def input_path(job: Job) -> Path:
-    """Where a job's input file (an uploaded build context) waits for the worker."""
-    folder = settings.VAR_DIR / "job-inputs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{job.pk}.input"
-
-
-def discard_input(job_id: int) -> None:
-    (settings.VAR_DIR / "job-inputs" / f"{job_id}.input").unlink(missing_ok=True)
-
-
-def settle(job: Job, state: str, message: str, result: dict | None = None) -> bool:
-    """finish() only if the job is still running; False when it was given up meanwhile."""
-    finished = timezone.now()
-    fields = {"state": state, "message": message[:300], "result": result or {}, "finished": finished}
+def finish(job: Job, state: str, message: str, result: dict | None = None) -> bool:
+    """End a job its task claimed; False (and nothing changed) when it was given up meanwhile."""
+    fields = {"state": state, "message": message[:300], "result": result or {}, "finished": timezone.now()}
     if state == JobState.DONE:
         fields["progress"] = 100
     if Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(**fields) != 1:
@@ -86,6 +64,24 @@ def settle(job: Job, state: str, message: str, result: dict | None = None) -> bo
         setattr(job, name, value)
     publish(job.owner_id, event(job))
     return True
+
+
+# --- jobs that never end, and the files they were given -------------------------
+
+
+def _inputs_folder() -> Path:
+    return settings.VAR_DIR / "job-inputs"
+
+
+def input_path(job: Job) -> Path:
+    """Where a job's input file (an uploaded build context) waits for the worker."""
+    folder = _inputs_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{job.pk}.input"
+
+
+def discard_input(job_id: int) -> None:
+    (_inputs_folder() / f"{job_id}.input").unlink(missing_ok=True)
 
 
 def stale_job_seconds() -> float:
@@ -98,7 +94,7 @@ def fail_stale(older_than_seconds: float) -> int:
 
     Their worker died, the task was lost, or a wait hung: the page would show
     "running" forever. A job that finishes meanwhile keeps its own result (the
-    update is conditional), and a late finish through settle() changes nothing.
+    update is conditional), and a late finish() or report() changes nothing.
     Input files of jobs that are over (or gone) are removed too.
     """
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
@@ -115,7 +111,7 @@ def fail_stale(older_than_seconds: float) -> int:
             failed += 1
             job.state, job.message = JobState.FAILED, message
             publish(job.owner_id, event(job))
-    folder = settings.VAR_DIR / "job-inputs"
+    folder = _inputs_folder()
     if folder.is_dir():
         waiting = Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
         keep = {str(pk) for pk in waiting.values_list("pk", flat=True)}

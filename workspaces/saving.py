@@ -12,19 +12,18 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max, ProtectedError, Sum
 from django.utils import timezone
 
 from . import refusals
+from .catalog import DOCKER_COMPONENT
 from .engine.base import EngineError
 from .engine_access import backend
 from .events import publish
 from .lifecycle import container_name, containers_of
-from .models import Image, ImageState, User, Workspace, WorkspaceState
+from .models import Broadcast, Image, ImageState, User, Workspace, WorkspaceState
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-# Docker's rule for one path component of a repository name.
-DOCKER_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 # Container names a saved image may not take in a workspace.
 RESERVED_CONTAINERS = ("display",)
 SAVABLE_STATES = (WorkspaceState.RUNNING, WorkspaceState.STOPPED)
@@ -151,48 +150,48 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
         )
     parent = sources[container]
     user = workspace.owner
-    with transaction.atomic():
-        # One save of a user at a time from the quota check to the new row, so
-        # two saves at once cannot both pass the check (SQLite runs its
-        # transactions one at a time anyway: IMMEDIATE mode).
-        User.objects.select_for_update().only("pk").get(pk=user.pk)
-        check_quota(user)
-        for _ in range(3):  # a concurrent save of another container may take the version first
+    try:
+        with transaction.atomic():
+            # One save of a user at a time from the quota check to the new row,
+            # so two saves at once cannot both pass the check nor take the same
+            # version (SQLite runs its transactions one at a time anyway:
+            # IMMEDIATE mode).
+            User.objects.select_for_update().only("pk").get(pk=user.pk)
+            check_quota(user)
             version = (Image.objects.filter(owner=user, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
-            try:
-                with transaction.atomic():
-                    image = Image.objects.create(
-                        slug=f"{user.username}/{name}:{version}",
-                        reference=f"{repository_for(user, name)}:{version}",
-                        kind=parent.kind,
-                        title=f"{name} (v{version})",
-                        description=description or f"Saved from {parent.title}",
-                        icon=parent.icon,
-                        owner=user,
-                        name=name,
-                        version=version,
-                        parent=parent,
-                        origin=f"saved from {parent.title} ({parent.slug})"[:200],
-                        mem_limit=parent.mem_limit,
-                        cpus=parent.cpus,
-                        pids_limit=parent.pids_limit,
-                        kiosk=parent.kiosk,
-                        state=ImageState.SAVING,
-                        message="Queued",
-                        source_workspace=workspace,
-                        source_container=container,
-                    )
-            except IntegrityError:
-                if Image.objects.filter(
-                    source_workspace=workspace, source_container=container, state=ImageState.SAVING
-                ).exists():
-                    raise SaveConflict(
-                        f"'{container}' is being saved already; wait for that save to finish."
-                    ) from None
-                continue
-            transaction.on_commit(lambda image_id=image.pk: commit_container.delay(image_id))
-            return image
-    raise SaveConflict("Another save took this version; try again.")
+            image = Image.objects.create(
+                slug=f"{user.username}/{name}:{version}",
+                reference=f"{repository_for(user, name)}:{version}",
+                kind=parent.kind,
+                title=f"{name} (v{version})",
+                description=description or f"Saved from {parent.title}",
+                icon=parent.icon,
+                owner=user,
+                name=name,
+                version=version,
+                parent=parent,
+                origin=f"saved from {parent.title} ({parent.slug})"[:200],
+                mem_limit=parent.mem_limit,
+                cpus=parent.cpus,
+                pids_limit=parent.pids_limit,
+                kiosk=parent.kiosk,
+                state=ImageState.SAVING,
+                message="Queued",
+                source_workspace=workspace,
+                source_container=container,
+            )
+            transaction.on_commit(lambda: commit_container.delay(image.pk))
+    except IntegrityError:
+        # one_save_per_container: the user's lock does not cover a save of
+        # this container that is under way already.
+        if Image.objects.filter(
+            source_workspace=workspace, source_container=container, state=ImageState.SAVING
+        ).exists():
+            raise SaveConflict(
+                f"'{container}' is being saved already; wait for that save to finish."
+            ) from None
+        raise SaveConflict("Another save took this version; try again.") from None
+    return image
 
 
 def image_event(image: Image, progress: int = 100) -> dict:
@@ -239,16 +238,35 @@ def in_use(image: Image) -> bool:
 
 
 def delete(image: Image) -> None:
-    """Remove a saved image from the engine, then its entry; SaveConflict says why not."""
-    if in_use(image):
-        raise SaveConflict("A workspace uses this image; delete that workspace first.")
+    """Delete a saved image's entry, then its engine image; SaveConflict says why not.
+
+    The row goes first, in a transaction that the engine's refusal rolls back,
+    so a refusal never leaves an entry without its image nor an image without
+    its entry.
+    """
     if image.state == ImageState.SAVING:
         raise SaveConflict("The image is still being saved; delete it when the save has finished.")
     try:
-        backend().remove_image(image.reference)
+        with transaction.atomic():
+            if in_use(image):
+                raise SaveConflict("A workspace uses this image; delete that workspace first.")
+            try:
+                # Through the queryset: the caller's object keeps its pk when this is refused.
+                Image.objects.filter(pk=image.pk).delete()
+            except ProtectedError as exc:
+                raise SaveConflict(_protected_reason(exc)) from None
+            backend().remove_image(image.reference)
     except EngineError as exc:
         raise SaveConflict(f"The image could not be removed: {exc}") from None
-    image.delete()
+
+
+def _protected_reason(exc: ProtectedError) -> str:
+    if any(isinstance(obj, Broadcast) for obj in exc.protected_objects):
+        return (
+            "A classroom broadcast used this image as its display and keeps it in the classroom's "
+            "history; it cannot be deleted."
+        )
+    return "A workspace that is being deleted still uses this image; try again when it is gone."
 
 
 # How many changed paths a saved image's page lists (the summary counts them all).

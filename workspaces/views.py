@@ -71,9 +71,11 @@ def teacher_dashboard(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.ADMIN)
 def admin_dashboard(request: HttpRequest) -> HttpResponse:
-    images = list(Image.objects.filter(owner=None).prefetch_related("groups", "classrooms"))
+    images = list(
+        admin_catalog.usages(Image.objects.filter(owner=None).prefetch_related("groups", "classrooms"))
+    )
     for image in images:
-        image.usage = admin_catalog.usage(image)
+        image.usage = admin_catalog.usage_of(image)
         image.delete_blocked = image.usage.blocker(image.slug)
     return render(
         request,

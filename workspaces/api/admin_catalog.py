@@ -80,7 +80,9 @@ class CatalogImageSerializer(serializers.ModelSerializer):
 
     def _usage(self, image: Image) -> admin_catalog.Usage:
         if not hasattr(image, "_usage"):
-            image._usage = admin_catalog.usage(image)
+            # Counted by the list's own query (admin_catalog.usages), or here for one entry.
+            counted = hasattr(image, "usage_running")
+            image._usage = admin_catalog.usage_of(image) if counted else admin_catalog.usage(image)
         return image._usage
 
     def get_in_use(self, image: Image) -> int:
@@ -135,7 +137,9 @@ class AddFromEngine(EntryFields):
 class CatalogList(AdminView):
     @extend_schema(responses=CatalogImageSerializer(many=True))
     def get(self, request: Request) -> Response:
-        images = Image.objects.filter(owner=None).prefetch_related("groups", "classrooms")
+        images = admin_catalog.usages(
+            Image.objects.filter(owner=None).prefetch_related("groups", "classrooms")
+        )
         return Response(CatalogImageSerializer(images, many=True).data)
 
     @extend_schema(request=AddFromEngine, responses={201: CatalogImageSerializer})
@@ -158,7 +162,7 @@ class EngineImages(AdminView):
             for i in backend().list_images()
             if i["reference"] not in known
             and not saving.is_saved_reference(i["reference"])
-            and not re.search(r":build-\d+$", i["reference"])  # a build in progress
+            and not admin_catalog.is_scratch(i["reference"])
         ]
         return Response(found)
 
@@ -301,8 +305,7 @@ class ReviewReject(AdminView):
         review = get_object_or_404(PublishRequest, pk=pk)
         body = RejectRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        admin_catalog.reject(review, request.user, body.validated_data["reason"])
-        review.refresh_from_db()
+        admin_catalog.reject(review, request.user, body.validated_data["reason"])  # refreshes review
         return Response(ReviewSerializer(review).data)
 
 

@@ -67,7 +67,7 @@ def _fail_job(job: Job, exc: BaseException, what: str, log: _LogStream | None = 
         if log is not None:
             log(f"✖ {message}")
             log.flush()
-        jobs.settle(job, JobState.FAILED, message, {**job.result, "error": message})
+        jobs.finish(job, JobState.FAILED, message, {**job.result, "error": message})
     except Exception:
         # The database itself is failing: the reconcile pass fails the job later.
         logger.exception("could not mark %s job %s failed", what, job.pk)
@@ -92,7 +92,7 @@ def build_image(job_id: int) -> None:
         return
     finally:
         jobs.discard_input(job_id)
-    jobs.settle(
+    jobs.finish(
         job,
         JobState.DONE,
         f"Built {image.reference}; '{image.slug}' is in the catalog.",
@@ -115,7 +115,7 @@ def pull_image(job_id: int) -> None:
     except Exception as exc:
         _fail_job(job, exc, "pull")
         return
-    jobs.settle(
+    jobs.finish(
         job,
         JobState.DONE,
         f"Pulled {image.reference}; '{image.slug}' is in the catalog.",

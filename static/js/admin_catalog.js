@@ -16,10 +16,6 @@ const lines = [];
 const early = new Map();
 let reloading = false;
 
-function csrfToken() {
-  return document.cookie.match(/(?:^|; )csrftoken=([^;]+)/)?.[1] || "";
-}
-
 for (const button of document.querySelectorAll(".tab")) {
   button.addEventListener("click", () => {
     tab = button.dataset.tab;
@@ -48,6 +44,8 @@ async function loadEngineImages() {
   }
 }
 
+// An entry's fields from a form: the add form's, or an approve form's (only
+// a slug and who may use it there).
 function fields(data) {
   const out = { slug: data.get("slug"), visibility: data.get("visibility") };
   for (const name of ["title", "kind", "kiosk"]) if (data.get(name)) out[name] = data.get(name);
@@ -78,12 +76,7 @@ form.addEventListener("submit", async (e) => {
       const file = data.get("context");
       if (!data.get("folder") && file && file.size) body.append("context", file);
       submit.disabled = true;
-      const response = await fetch("/api/admin/images/build/", {
-        method: "POST", body, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() },
-      });
-      const job = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(job.detail || `Request failed (${response.status})`);
-      follow(job);
+      follow(await api("POST", "/api/admin/images/build/", body));
     }
   } catch (err) {
     error.textContent = err.message;
@@ -184,14 +177,8 @@ for (const article of document.querySelectorAll("[data-review]")) {
   const error = article.querySelector(".error");
   article.querySelector(".approve-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const data = new FormData(e.target);
-    const visibility = data.get("visibility");
     try {
-      await api("POST", `/api/admin/reviews/${id}/approve/`, {
-        slug: data.get("slug"), visibility,
-        groups: visibility === "groups" ? data.getAll("groups").map(Number) : [],
-        classrooms: visibility === "classrooms" ? data.getAll("classrooms").map(Number) : [],
-      });
+      await api("POST", `/api/admin/reviews/${id}/approve/`, fields(new FormData(e.target)));
       location.reload();
     } catch (err) {
       error.textContent = err.message;

@@ -30,7 +30,7 @@ function build(username) {
   el.className = "thumb";
   el.dataset.student = username;
   el.innerHTML = `
-    <a class="shot"><img alt="" style="display:none"><span></span></a>
+    <a class="shot"><img alt="" hidden><span></span></a>
     <footer>
       <div class="who"><strong></strong><span class="state"></span></div>
       <div class="progress"><div class="bar"></div></div>
@@ -56,9 +56,8 @@ function build(username) {
   return card;
 }
 
-// The stylesheet gives the picture display:block, which beats the hidden attribute.
 function showPicture(card, shown) {
-  card.img.style.display = shown ? "" : "none";
+  card.img.hidden = !shown;
   card.placeholder.hidden = shown;
 }
 
@@ -76,12 +75,8 @@ function update(card) {
   const badge = el.querySelector(".state");
   badge.className = `state ${seat.state}`;
   badge.textContent = LABELS[seat.state] || seat.state;
-  const progress = el.querySelector(".progress");
   const moving = seat.state === "starting" || seat.state === "failed";
-  progress.querySelector(".bar").style.width = `${running ? 100 : moving ? seat.progress || 0 : 0}%`;
-  progress.classList.toggle("done", running);
-  progress.classList.toggle("failed", seat.state === "failed");
-  el.querySelector(".step").textContent = seat.message || "";
+  showProgress(el, { progress: running ? 100 : moving ? seat.progress || 0 : 0, message: seat.message, state: seat.state });
   el.querySelector(".screen-links").hidden = !running;
   el.querySelector(".retry").hidden = !(seat.state === "failed" && broadcast);
   el.classList.toggle("failed", seat.state === "failed");

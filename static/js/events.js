@@ -1,9 +1,17 @@
 // One websocket per page: the user's live events, re-dispatched on `window`
-// as "lattice:event" so each widget listens only for what it shows.
+// as "lattice:event" so each widget listens only for what it shows. Each time
+// the socket opens, a {type: "connected"} of its own: whatever was published
+// while it was closed is lost, so whoever cares asks the server again then.
+// The first connection waits for the page's other scripts (DOMContentLoaded
+// comes after them all), so that every widget hears its first "connected".
 const indicator = document.getElementById("live-indicator");
 const CLOSE_UNAUTHENTICATED = 4401; // workspaces/consumers.py
 const PING_EVERY_MS = 25000; // under every proxy's idle timeout
 let delay = 500;
+
+function dispatch(event) {
+  window.dispatchEvent(new CustomEvent("lattice:event", { detail: event }));
+}
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -13,11 +21,12 @@ function connect() {
     delay = 500;
     indicator?.classList.add("on");
     pinger = setInterval(() => socket.send(JSON.stringify({ type: "ping" })), PING_EVERY_MS);
+    dispatch({ type: "connected" });
   });
   socket.addEventListener("message", (msg) => {
     const event = JSON.parse(msg.data);
     if (event.type === "pong") return;
-    window.dispatchEvent(new CustomEvent("lattice:event", { detail: event }));
+    dispatch(event);
   });
   socket.addEventListener("close", (closed) => {
     clearInterval(pinger);
@@ -32,4 +41,8 @@ function connect() {
   });
 }
 
-connect();
+if (document.readyState === "loading" || document.readyState === "interactive") {
+  document.addEventListener("DOMContentLoaded", connect, { once: true });
+} else {
+  connect();
+}

@@ -125,15 +125,4 @@ onEvent("demo", showDemo);
 // Ask the server what is pending each time the live socket (re)connects:
 // anything published before that moment is in the answer, anything after
 // arrives as an event.
-const indicator = document.getElementById("live-indicator");
-if (indicator) {
-  let on = indicator.classList.contains("on");
-  new MutationObserver(() => {
-    const now = indicator.classList.contains("on");
-    if (now && !on) refresh();
-    on = now;
-  }).observe(indicator, { attributes: true, attributeFilter: ["class"] });
-  if (on) refresh();
-} else {
-  refresh();
-}
+onEvent("connected", refresh);

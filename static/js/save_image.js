@@ -14,9 +14,7 @@ function firstChoice(names, preselected) {
   return names.find((name) => name !== "display") ?? names[0];
 }
 
-export function openSaveDialog(workspaceId, containerNames, preselected) {
-  // A single name (the older call) is a list of one.
-  const names = Array.isArray(containerNames) ? containerNames : [containerNames].filter(Boolean);
+export function openSaveDialog(workspaceId, names, preselected) {
   workspace = workspaceId;
   current = null;
   form.reset();

@@ -3,9 +3,10 @@
 // ways, and a fresh single-use token for every (re)connection.
 //
 // Never stuck: every way a connection can fail (the token request, a proxy
-// that never answers, a dropped socket, a missed live event) ends in another
-// attempt, with a growing pause, for as long as the workspace runs.
-import { api, onEvent, showProgress } from "./api.js";
+// that never answers, a dropped socket) ends in another attempt, with a
+// growing pause, for as long as the workspace runs; events missed while the
+// live socket was down are made up for by asking for the state when it is back.
+import { api, csrfToken, onEvent, showProgress } from "./api.js";
 
 const screen = document.getElementById("screen");
 const overlay = document.getElementById("overlay");
@@ -20,7 +21,6 @@ const rfbModule = import(screen.dataset.rfb);
 
 const HANDSHAKE_TIMEOUT = 10000; // ms without noVNC's "connect": try again
 const FIRST_FRAME_WAIT = 3000; // ms at most showing "Drawing…" after connecting
-const STATE_POLL = 4000; // ms between looks at the state while not running (events can be missed)
 const CONTROL_RENEW = 30000; // ms: a teacher's control session ends if this page stops renewing it
 
 let workspace = JSON.parse(document.getElementById("initial-workspace").textContent);
@@ -33,8 +33,12 @@ function showOverlay(title, ws) {
   overlay.hidden = false;
   document.getElementById("overlay-title").textContent = title;
   showProgress(overlay, ws);
-  const canStart = ws.state === "stopped" || ws.state === "failed";
-  document.getElementById("overlay-actions").hidden = !canStart;
+  // Once it is over (stopped, failed, deleted): the way back, and a start
+  // again unless it is gone.
+  const over = ["stopped", "failed", "deleted"].includes(ws.state);
+  document.getElementById("overlay-actions").hidden = !over;
+  const startAgain = document.getElementById("start-again");
+  if (startAgain) startAgain.hidden = ws.state === "deleted";
 }
 
 function update(ws) {
@@ -210,7 +214,7 @@ if (releaseUrl) {
   // Control ends with the page: the student's notice goes away.
   window.addEventListener("pagehide", () => {
     const form = new FormData();
-    form.append("csrfmiddlewaretoken", document.cookie.match(/(?:^|; )csrftoken=([^;]+)/)?.[1] || "");
+    form.append("csrfmiddlewaretoken", csrfToken());
     navigator.sendBeacon(releaseUrl, form);
   });
 }
@@ -218,17 +222,16 @@ document.getElementById("save-image")?.addEventListener("click", async () => {
   const { openSaveDialog } = await import("./save_image.js");
   openSaveDialog(id, (workspace.containers || []).map((c) => c.name));
 });
-if (stateUrl) {
-  // Live events carry every change; this only catches one that was missed
-  // (the events socket reconnecting, say) while the workspace is on its way.
-  setInterval(async () => {
-    if (document.hidden || workspace.state === "running" || workspace.state === "stopped") return;
-    try {
-      update(await api("GET", stateUrl));
-    } catch {
-      /* the next look may work */
-    }
-  }, STATE_POLL);
-}
+onEvent("connected", async () => {
+  // Live events carry every change, except those sent while the live socket
+  // was down: the state as it is now brings the page back in step.
+  if (!stateUrl || ended) return;
+  try {
+    update(await api("GET", stateUrl));
+  } catch (error) {
+    if (error.status === 404) update({ state: "deleted", progress: 100, message: "" });
+    /* otherwise the portal did not answer: the events still come */
+  }
+});
 
 update(workspace);

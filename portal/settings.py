@@ -183,7 +183,13 @@ REDIS_URL = env.string("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.string("CHANNELS_PREFIX", "lattice")},
+        "CONFIG": {
+            # No socket timeout: the layer's receive is a blocking pop that waits
+            # for the next event, and redis-py 8's default 5 s read timeout would
+            # end it (and close every idle websocket) after 5 quiet seconds.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": env.string("CHANNELS_PREFIX", "lattice"),
+        },
     }
 }
 CACHES = {

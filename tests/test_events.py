@@ -1,6 +1,8 @@
 """The live-events websocket, through the real ASGI app and the Redis channel layer."""
 
 import asyncio
+import json
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -29,7 +31,7 @@ def test_the_channel_layer_is_redis():
     from channels.layers import get_channel_layer
 
     assert type(get_channel_layer()).__name__ == "RedisChannelLayer"
-    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [settings.REDIS_URL]
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] == settings.REDIS_URL
 
 
 def _session_cookie(user) -> bytes:
@@ -93,6 +95,24 @@ def test_over_the_wire_a_foreign_origin_is_refused_before_the_socket_opens(live_
             open_timeout=10,
         )
     assert refused.value.response.status_code == 403
+
+
+def test_over_the_wire_an_idle_socket_stays_open_and_still_gets_events(live_server_url, owner):
+    """redis-py 8 reads with a 5 s socket timeout by default, which broke the
+    channel layer's blocking receive and closed every idle socket after 5 s."""
+    from websockets.sync.client import connect
+
+    cookie = _session_cookie(owner).decode()
+    with connect(
+        _ws_url(live_server_url),
+        origin=live_server_url,
+        additional_headers={"Cookie": cookie},
+        open_timeout=10,
+    ) as socket:
+        time.sleep(7)
+        publish(owner.pk, {"type": "job", "progress": 70, "message": "after a quiet while"})
+        event = json.loads(socket.recv(timeout=10))
+    assert event == {"type": "job", "progress": 70, "message": "after a quiet while"}
 
 
 async def test_events_reach_every_tab_of_the_user_and_nobody_else(owner, stranger):

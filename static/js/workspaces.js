@@ -25,7 +25,7 @@ function row(ws) {
   tr.innerHTML = `<td>${ws.id}</td><td class="env"></td>
     <td><span class="state ${ws.state}">${ws.state}</span></td>
     <td class="progress-cell"><div class="progress"><div class="bar" style="width:${ws.progress}%"></div></div><small class="step muted"></small></td>
-    <td class="actions"></td>`;
+    <td><div class="actions"></div></td>`;
   tr.querySelector(".env").textContent = ws.display + apps;
   tr.querySelector(".step").textContent = ws.message;
   const bar = tr.querySelector(".progress");

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -193,13 +194,30 @@ def page(browser, request):
     context.close()
 
 
+# Transitions and animations that end (a progress bar's width) have ended;
+# endless ones (a spinner) never would.
+SETTLED = """() => document.getAnimations().every(
+    (a) => a.playState !== "running" || a.effect?.getComputedTiming().endTime === Infinity)"""
+
+
 def screenshot(page, name: str) -> Path:
-    """The whole page as a person would see it scrolled to the top (the top bar sticks)."""
+    """The whole page as a person would see it scrolled to the top (the top bar sticks),
+    once what moves has come to rest."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function(SETTLED, timeout=10000)
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def until(page, condition, what: str, timeout: float = 10) -> None:
+    """Poll ``condition`` (a Python callable) while the page's events come in."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        page.wait_for_timeout(50)
 
 
 @pytest.fixture(scope="session")

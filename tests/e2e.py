@@ -86,6 +86,11 @@ def data_volumes() -> list[str]:
     return out.split()
 
 
+def image_exists(reference: str) -> bool:
+    """Whether the engine has an image by this reference."""
+    return subprocess.run(["docker", "image", "inspect", reference], capture_output=True).returncode == 0
+
+
 def docker_build(reference: str, dockerfile: str) -> None:
     """Build an image from a Dockerfile given as text (no context)."""
     subprocess.run(
@@ -139,13 +144,31 @@ def sh(engine, ws_id: int, container: str, script: str) -> str:
     return out.decode()
 
 
+X_ENV = "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority"
+
+
+def x_windows(engine, ws_id: int) -> str:
+    """Every window on the display, as the X server knows them (mapped or not)."""
+    return sh(engine, ws_id, "display", f"{X_ENV} xwininfo -root -tree")
+
+
+def wait_for_window(engine, ws_id: int, name: str, timeout: float = 30) -> None:
+    """Until a window whose name matches ``name`` (a regular expression) is shown on the display."""
+    shown = f"{X_ENV} xdotool search --onlyvisible --name '{name}' getwindowname %@ 2>/dev/null || true"
+    deadline = time.monotonic() + timeout
+    while not sh(engine, ws_id, "display", shown).strip():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {name!r} window shown after {timeout} s:\n{x_windows(engine, ws_id)}")
+        time.sleep(0.3)
+
+
 def pointer(engine, ws_id: int) -> tuple[int, int]:
     """Where the display's X server has the pointer."""
     out = sh(
         engine,
         ws_id,
         "display",
-        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool getmouselocation --shell",
+        f"{X_ENV} xdotool getmouselocation --shell",
     )
     values = dict(line.split("=") for line in out.split())
     return int(values["X"]), int(values["Y"])

@@ -17,7 +17,7 @@ def run_prefix(kind: str = "t") -> str:
     return f"lattice{kind}{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,11 +40,11 @@ def stale_prefixes() -> set[str]:
             *kind, "--format", '{{.Label "lattice.prefix"}}', "--filter", "label=lattice.prefix"
         ):
             match = _TEST_PREFIX.match(line.strip())
-            if match and not _alive(int(match.group(1))):
+            if match and not alive(int(match.group(1))):
                 found.add(line.strip())
     for line in _docker("image", "ls", "--format", "{{.Repository}}"):
         match = _TEST_PREFIX.match(line.split("/", 1)[0])
-        if match and not _alive(int(match.group(1))):
+        if match and not alive(int(match.group(1))):
             found.add(match.group(0))
     return found
 

@@ -113,8 +113,22 @@ _object_storage = tempfile.mkdtemp(prefix="lattice-test-objects-")
 os.environ.setdefault("LATTICE_OBJECT_STORAGE", _object_storage)
 atexit.register(shutil.rmtree, _object_storage, True)
 # One database file per run, so two runs at once (a developer's and make test)
-# never share, or delete, each other's.
-os.environ.setdefault("LATTICE_TEST_DB", str(ROOT / "var" / "test" / f"test-{os.getpid()}.sqlite3"))
+# never share, or delete, each other's: var/test/test-<pid>.sqlite3 (with its
+# -wal and -shm), left behind for good once <pid> is gone.
+DATABASES = ROOT / "var" / "test"
+
+
+def remove_stale_databases(folder: Path = DATABASES) -> None:
+    """The database files of runs that are no longer alive."""
+    for path in folder.glob("test-*.sqlite3*"):
+        pid = path.name.removeprefix("test-").split(".", 1)[0]
+        if pid.isdigit() and not leftovers.alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+DATABASES.mkdir(parents=True, exist_ok=True)
+remove_stale_databases()
+os.environ.setdefault("LATTICE_TEST_DB", str(DATABASES / f"test-{os.getpid()}.sqlite3"))
 # pytest-django removes an old test database file but not SQLite's -wal and
 # -shm beside it; a new database next to an old WAL is inconsistent between
 # the processes that share it (this run's worker and web server).

@@ -32,12 +32,6 @@ GOOD = (
 BROKEN = b"FROM lattice/base:latest\nLABEL lattice.kind=app\nRUN echo compiling && exit 7\n"
 
 
-def top_shot(page, name: str) -> None:
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky bar stays on top in a full-page picture
-    page.wait_for_timeout(400)  # the bar's width transition
-    screenshot(page, name)
-
-
 def test_admin_adds_and_publishes(page, live_server_url, make_user, engine, tmp_path):
     make_user("root-admin", role="admin")
     student = make_user("eve")
@@ -66,7 +60,7 @@ def test_admin_adds_and_publishes(page, live_server_url, make_user, engine, tmp_
         page.wait_for_selector("#live-indicator.on")
         desktop_row = page.inner_text("tr[data-slug=desktop]")
         assert "Display" in desktop_row and "0 running" in desktop_row and "processes" in desktop_row
-        top_shot(page, "admin-catalog")
+        screenshot(page, "admin-catalog")
 
         # A broken build: the failing step, in red, and the log up to it; nothing is added.
         page.click(".tab[data-tab=build]")
@@ -79,7 +73,7 @@ def test_admin_adds_and_publishes(page, live_server_url, make_user, engine, tmp_
         assert "compiling" in page.inner_text("#build-log")
         assert page.locator("#add-form .progress.done").count() == 0
         assert not page.is_disabled("#add-submit")
-        top_shot(page, "admin-build-failed")
+        screenshot(page, "admin-build-failed")
 
         # A good one: the bar is not green while the build runs, only once it is done.
         page.set_input_files("input[name=context]", context_file(tmp_path, "lab.tar.gz", GOOD))
@@ -94,7 +88,7 @@ def test_admin_adds_and_publishes(page, live_server_url, make_user, engine, tmp_
         assert "Step 1/4 : FROM lattice/base:latest" in page.inner_text("#build-log")  # nothing lost
         page.wait_for_selector("#add-form .progress.done", timeout=120000)
         assert "is in the catalog" in page.inner_text("#add-form .step")
-        top_shot(page, "admin-build-log")
+        screenshot(page, "admin-build-log")
         page.wait_for_selector("tr[data-slug=physics-lab]", timeout=30000)  # the page reloads with the entry
         row = page.inner_text("tr[data-slug=physics-lab]")
         assert "Physics lab" in row and "🧪" in row and "built from the upload lab.tar.gz" in row
@@ -109,14 +103,13 @@ def test_admin_adds_and_publishes(page, live_server_url, make_user, engine, tmp_
         review = page.locator("[data-review]").first
         assert "My notes setup" in review.inner_text()
         assert "/home/user" in review.inner_text()
-        review.scroll_into_view_if_needed()
         screenshot(page, "admin-review-queue")
         review.locator("input[name=slug]").fill("eve-notes")
         review.locator("button", has_text="Approve").click()
         page.wait_for_selector("tr[data-slug=eve-notes]", timeout=30000)
         assert PublishRequest.objects.get().state == "approved"
         assert Image.objects.get(slug="eve-notes").reference == f"{prefix}/eve-notes:latest"
-        top_shot(page, "admin-published")
+        screenshot(page, "admin-published")
     finally:
         subprocess.run(
             ["docker", "rmi", "-f", f"{prefix}/physics-lab:latest", f"{prefix}/eve-notes:latest"],

@@ -12,8 +12,8 @@ from PIL import Image as Picture
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import pointer, sh, wait_for_state
-from workspaces.models import Classroom, Job, Seat, Workspace
+from tests.e2e import pointer, sh, wait_for_job, wait_for_state
+from workspaces.models import Classroom, Seat, Workspace
 from workspaces.rfb import RFBClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
@@ -188,11 +188,7 @@ def test_a_class_of_five(engine, api_client, make_user):
             "display",
             f"head -c 200000 /dev/urandom > /data/{folder}/work.bin && sha256sum /data/{folder}/work.bin",
         ).split()[0]
-    job_id = tclient.post(f"/api/classrooms/{room['id']}/collect/").json()["id"]
-    deadline = time.monotonic() + 120
-    while Job.objects.get(pk=job_id).state in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-    job = Job.objects.get(pk=job_id)
+    job = wait_for_job(tclient.post(f"/api/classrooms/{room['id']}/collect/").json()["id"], timeout=120)
     assert job.state == "done", job.message
     assert all(outcome["ok"] for outcome in job.result.values()), job.result
     for username, digest in sums.items():

@@ -2,9 +2,11 @@
 with the events a broadcast sends; no containers (the workspaces are rows
 only, so their thumbnails answer 409)."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
-from tests.conftest import screenshot
+from tests.conftest import screenshot, until
 from tests.test_pages_browser import login
 from workspaces import classrooms
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
@@ -43,6 +45,17 @@ def lesson(make_user, teacher):
     return room, sent, seats
 
 
+SHOW = (
+    "Object.defineProperty(document, 'visibilityState', {value: '%s', configurable: true});"
+    " document.dispatchEvent(new Event('visibilitychange'));"
+)
+
+
+def made_at(url: str) -> int:
+    """When the page asked for this picture, by its own clock."""
+    return int(parse_qs(urlsplit(url).query)["t"][0])
+
+
 def publish(seat_id: int) -> None:
     classrooms.publish_seat(Seat.objects.select_related("broadcast", "student", "workspace").get(pk=seat_id))
 
@@ -50,7 +63,11 @@ def publish(seat_id: int) -> None:
 def test_the_grid_updates_cards_in_place_without_a_thumbnail_flood(page, live_server_url, lesson):
     room, _, seats = lesson
     thumbnails = []
+    answered = []
     page.on("request", lambda r: "thumbnail.png" in r.url and thumbnails.append(r.url))
+    page.on("requestfinished", lambda r: "thumbnail.png" in r.url and answered.append(r.url))
+    page.on("requestfailed", lambda r: "thumbnail.png" in r.url and answered.append(r.url))
+    page.clock.install()  # time runs as usual until the test moves it on
     login(page, live_server_url, "teach")
     page.goto(f"{live_server_url}/classrooms/{room.pk}/")
     page.wait_for_selector("#live-indicator.on")
@@ -61,9 +78,10 @@ def test_the_grid_updates_cards_in_place_without_a_thumbnail_flood(page, live_se
     assert failed.locator(".screen-links").is_hidden()
     # Mark every element: a rebuilt card would lose the mark.
     page.evaluate("() => document.querySelectorAll('.thumb, .thumb img').forEach(e => e.dataset.kept = '1')")
-    page.wait_for_timeout(1200)
+    # Each running screen asks for its picture (within 0.8 s), and asks again
+    # only 10 s after the 409 these rows answer.
+    until(page, lambda: len(thumbnails) >= 2, "each running screen asks for its picture")
     before = len(thumbnails)
-    assert before >= 2, "each running screen asks for its picture"
 
     # A burst of progress from the starting student, as a spawn reports it.
     ws3 = seats["weaver3"].workspace
@@ -98,12 +116,17 @@ def test_the_grid_updates_cards_in_place_without_a_thumbnail_flood(page, live_se
     assert page.evaluate("() => document.querySelectorAll('.thumb[data-kept]').length") == 4
     screenshot(page, "classroom-grid-states")
 
-    # A hidden tab asks for no pictures at all.
-    page.evaluate(
-        "() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});"
-        " document.dispatchEvent(new Event('visibilitychange')); }"
-    )
-    page.wait_for_timeout(300)
-    hidden_from = len(thumbnails)
-    page.wait_for_timeout(11000)
-    assert len(thumbnails) == hidden_from
+    # A hidden tab asks for no pictures at all, for longer than a retry's 10 s
+    # (the page's clock, moved on once the pictures asked for have answered,
+    # so their retries are due while it is hidden). Each request says when the
+    # page made it (?t=, the page's clock), and requests are reported in the
+    # order they are made: once a request made afterwards has come, any made
+    # while hidden would have come before it.
+    hidden_at = page.evaluate(f"() => {{ const at = Date.now(); {SHOW % 'hidden'} return at; }}")
+    until(page, lambda: len(answered) == len(thumbnails), "the pictures asked for before answer")
+    page.clock.run_for(11_000)
+    marker = f"/api/classrooms/{room.pk}/students/weaver2/thumbnail.png?t=0"
+    page.evaluate("(url) => fetch(url)", marker)
+    until(page, lambda: live_server_url + marker in thumbnails, "the request made afterwards")
+    made_while_hidden = [url for url in thumbnails if made_at(url) > hidden_at]
+    assert made_while_hidden == [], made_while_hidden

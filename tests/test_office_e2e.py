@@ -7,12 +7,11 @@ afterwards build-images finds it up to date in a second.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import running, sh
+from tests.e2e import running, wait_for_window
 from tests.services import ROOT
 from workspaces.catalog import sync_from_engine
 from workspaces.rfb import RFBClient
@@ -30,16 +29,7 @@ def office_image():
 def test_office_is_built_on_demand_and_opens_on_the_desktop(office_image, engine, student):
     assert "office" in {image.slug for image in sync_from_engine()}
     ws_id = running(student, apps=("office",))
-    deadline = time.monotonic() + 60
-    while "LibreOffice" not in sh(
-        engine,
-        ws_id,
-        "display",
-        "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority xdotool search --onlyvisible --name LibreOffice"
-        " getwindowname %@ 2>/dev/null || true",
-    ):
-        assert time.monotonic() < deadline, "no LibreOffice window on the display"
-        time.sleep(1)
+    wait_for_window(engine, ws_id, "LibreOffice", timeout=60)
     grant = student.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "view"}, format="json").json()
     with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as rfb:
         assert rfb.frame().distinct_colours() > 20  # a start center, not a bare background

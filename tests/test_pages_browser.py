@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import PASSWORD, screenshot
+from tests.conftest import PASSWORD, screenshot, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -29,8 +29,7 @@ def test_student_logs_in_and_sees_the_dashboard(page, live_server_url, make_user
         "#diagnostics .step:has-text('Everything Lattice needs is reachable')", timeout=30000
     )
     assert page.locator("#diagnostics .results li.ok").count() == 4
-    page.wait_for_timeout(400)  # let the bar's width transition finish for the picture
-    shot = screenshot(page, "student-dashboard")
+    shot = screenshot(page, "student-dashboard")  # once the bar's width transition is over
     assert shot.stat().st_size > 10_000
 
 
@@ -126,6 +125,7 @@ def test_pages_fit_laptops_and_tablets(browser, live_server_url, make_user, view
 
 
 def test_the_browser_sees_4401_when_signed_out_and_events_js_stops(page, live_server_url):
+    page.clock.install()  # time runs as usual until the test moves it on
     page.goto(f"{live_server_url}/login/")
     code = page.evaluate(
         """() => new Promise((resolve) => {
@@ -135,15 +135,35 @@ def test_the_browser_sees_4401_when_signed_out_and_events_js_stops(page, live_se
     )
     assert code == 4401
     # events.js on a page whose session is gone: one try, then no reconnecting.
+    # Every socket of the page counts its "close" before events.js hears it.
+    page.evaluate(
+        """() => {
+             window.closedSockets = 0;
+             const Native = WebSocket;
+             window.WebSocket = class extends Native {
+               constructor(...args) {
+                 super(...args);
+                 this.addEventListener("close", () => window.closedSockets++);
+               }
+             };
+           }"""
+    )
     sockets = []
     page.on("websocket", lambda socket: sockets.append(socket.url))
     page.add_script_tag(url="/static/js/events.js", type="module")
-    page.wait_for_timeout(4000)  # reconnects would come after 0.5, 1 and 2 s
-    assert sockets == [live_server_url.replace("http", "ws") + "/ws/events/"]
+    page.wait_for_function("() => window.closedSockets === 1")  # events.js has had its 4401
+    page.clock.run_for(4_000)  # reconnects would come after 0.5, 1 and 2 s
+    # A socket opened now is reported after any that a reconnect opened before it.
+    events = live_server_url.replace("http", "ws") + "/ws/events/"
+    with page.expect_websocket(lambda socket: socket.url == events + "?after"):
+        page.evaluate("() => { new WebSocket(`ws://${location.host}/ws/events/?after`); }")
+    assert sockets == [events, events + "?after"]
 
 
 def test_events_js_pings_every_25_seconds(page, live_server_url, make_user):
-    make_user("pinger")
+    from workspaces.events import publish
+
+    pinger = make_user("pinger")
     page.clock.install()
     frames = []
     page.on(
@@ -157,10 +177,11 @@ def test_events_js_pings_every_25_seconds(page, live_server_url, make_user):
     page.wait_for_url(f"{live_server_url}/student/")
     page.wait_for_selector("#live-indicator.on", timeout=10000)
     page.clock.run_for(24_000)
-    page.wait_for_timeout(300)
+    # An event sent now arrives on the same socket after any ping sent before.
+    publish(pinger.pk, {"type": "marker"})
+    until(page, lambda: any(kind == "received" and "marker" in data for kind, data in frames), "the marker")
     assert ("sent", '{"type":"ping"}') not in frames
     page.clock.run_for(1_500)
-    page.wait_for_timeout(500)  # let the frame events arrive
-    assert ("sent", '{"type":"ping"}') in frames
-    assert ("received", '{"type": "pong"}') in frames
+    until(page, lambda: ("received", '{"type": "pong"}') in frames, "a pong")
+    assert frames.count(("sent", '{"type":"ping"}')) == 1
     assert page.locator("#live-indicator.on").count() == 1

@@ -12,6 +12,7 @@ import pytest
 from django.db import connections
 
 from tests.fakes import use_engine
+from tests.saving_fakes import make_saved_image
 from workspaces import classrooms, lifecycle, tasks, teaching
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend
@@ -240,24 +241,8 @@ def test_a_seat_left_starting_by_a_dead_worker_can_be_retried(
 
 
 def test_a_broadcast_of_the_teachers_own_saved_image(fake_engine, make_user, teacher, desktop, api_client):
-    mine = Image.objects.create(
-        slug="teach/my-desktop:1",
-        reference="lattice-saved/teach/my-desktop:1",
-        kind="display",
-        title="My desktop",
-        owner=teacher,
-        name="my-desktop",
-        version=1,
-    )
-    tool = Image.objects.create(
-        slug="teach/my-tool:1",
-        reference="lattice-saved/teach/my-tool:1",
-        kind="app",
-        title="My tool",
-        owner=teacher,
-        name="my-tool",
-        version=1,
-    )
+    mine = make_saved_image(teacher, "my-desktop", kind="display", title="My desktop")
+    tool = make_saved_image(teacher, "my-tool", title="My tool")
     room = make_class(make_user, teacher, "Zeta", 2)
     sent = classrooms.broadcast(room, teacher, "teach/my-desktop:1", ["teach/my-tool:1"])
     assert set(states(sent).values()) == {"running"}

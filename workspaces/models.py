@@ -139,6 +139,13 @@ class Image(models.Model):
     mem_limit = models.CharField(max_length=16, default="1g")
     cpus = models.FloatField(default=1.0)
     pids_limit = models.PositiveIntegerField(default=256)
+    # How much a container of this image may write to its own filesystem
+    # (outside /data) before the worker stops it: the storage driver has no
+    # size option, so the limit is watched, not enforced by the engine.
+    disk_limit = models.CharField(max_length=16, default="4g")
+    # False: the image's app containers reach nothing at all, not even the
+    # internet (private ranges, the host and link-local never, either way).
+    internet = models.BooleanField(default=True)
     kiosk = models.BooleanField(default=False)
     size = models.BigIntegerField(default=0)
     built = models.DateTimeField(null=True, blank=True)
@@ -253,6 +260,8 @@ class Classroom(models.Model):
     join_code = models.CharField(max_length=16, unique=True, default=new_join_code)
     teachers = models.ManyToManyField(User, related_name="teaching")
     students = models.ManyToManyField(User, related_name="classrooms", blank=True)
+    # False (an exam): the class's broadcast workspaces get no internet.
+    internet = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

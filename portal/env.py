@@ -68,3 +68,14 @@ def number(name: str, default: float, *, minimum: float | None = None) -> float:
 
 def csv(name: str, default: str = "") -> list[str]:
     return [part.strip() for part in string(name, default).split(",") if part.strip()]
+
+
+def dimensions(name: str, default: str) -> tuple[int, int]:
+    """A size such as 3840x2160: (width, height), each from 1 to 65535."""
+    raw = string(name, default).strip().lower()
+    width, sep, height = raw.partition("x")
+    if not (
+        sep and width.isdigit() and height.isdigit() and 0 < int(width) < 65536 and 0 < int(height) < 65536
+    ):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a size: use WIDTHxHEIGHT, e.g. 3840x2160.")
+    return int(width), int(height)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from portal import env
 
@@ -208,6 +209,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Thumbnail captures read students' displays, which may be hostile or just
+# slow: they have a queue of their own, served by a worker of their own
+# (Procfile "captures", deploy/systemd/lattice-captures.service), so a stuck
+# capture never sits in front of a workspace start. A worker started without
+# -Q serves both (the tests' worker does); the Procfile names its queue.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CAPTURES_QUEUE = "captures"
+CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CAPTURES_QUEUE))
+CELERY_TASK_ROUTES = {"workspaces.tasks.workspace.capture_thumbnail": {"queue": CAPTURES_QUEUE}}
+# A capture ends by itself within its deadline (workspaces/rfb.py); the time
+# limits are the worker's backstop (enforced by its prefork pool).
+LATTICE_CAPTURE_DEADLINE = env.number("LATTICE_CAPTURE_DEADLINE", 10.0, minimum=1)
+CELERY_TASK_ANNOTATIONS = {
+    "workspaces.tasks.workspace.capture_thumbnail": {
+        "soft_time_limit": LATTICE_CAPTURE_DEADLINE + 5,
+        "time_limit": LATTICE_CAPTURE_DEADLINE + 10,
+        # A capture that waited longer than a picture is kept (thumbnails.KEEP)
+        # is worth nothing: the worker drops it unrun.
+        "expires": 60,
+    }
+}
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {"task": "workspaces.tasks.workspace.reconcile", "schedule": 60.0},
     # Often: a control session lasts 90 s without renewal (teaching.CONTROL_TTL).
@@ -250,6 +272,9 @@ LATTICE_DISPLAY_PROXY_PORT = env.integer("LATTICE_DISPLAY_PROXY_PORT", 6080)
 # folder per workspace here and bind-mounts it into the display; the worker
 # and the display proxy open the sockets. All three must see the same path.
 LATTICE_DISPLAY_SOCKET_DIR = env.string("LATTICE_DISPLAY_SOCKET_DIR", str(VAR_DIR / "displays"))
+# The largest screen a display may have (browsers resize it up to this): the
+# worker's RFB client refuses a display that announces a bigger one.
+LATTICE_MAX_SCREEN = env.dimensions("LATTICE_MAX_SCREEN", "3840x2160")
 # Where data volumes are backed up: a folder, or s3://bucket/prefix (any
 # S3-compatible store; LATTICE_S3_ENDPOINT_URL for one that is not AWS).
 LATTICE_OBJECT_STORAGE = env.string("LATTICE_OBJECT_STORAGE", str(VAR_DIR / "object-storage"))

@@ -3,12 +3,23 @@
 It speaks just enough of RFB 3.8 to authenticate with a VNC password, read a
 whole framebuffer (raw encoding) and send pointer and key events, so a test
 can look at what a browser would see and try what a browser could do.
+
+The server is untrusted: a display runs in a student's container, so whatever
+answers on its socket may be hostile. Every size the server announces (the
+framebuffer, a rectangle, cut text, the desktop name, a failure reason) is
+checked against a bound before anything is read or allocated, and every step
+(the handshake, a frame, an update) has an overall deadline, not just a
+per-recv timeout: a server that drips one byte a second cannot hold the
+client, and one that announces 65535x65535 cannot make it allocate 17 GB.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from Crypto.Cipher import DES
@@ -23,8 +34,20 @@ def _vnc_key(password: str) -> bytes:
     return bytes(int(f"{b:08b}"[::-1], 2) for b in raw)
 
 
+# What a display may announce. Browsers resize the display (noVNC's remote
+# resizing), so the bound is the largest screen allowed, not the start size.
+DEFAULT_MAX_SCREEN = (3840, 2160)
+MAX_NAME = 4096  # bytes of a desktop name
+MAX_REASON = 4096  # bytes of a refusal's reason
+MAX_CUT_TEXT = 1 << 20  # bytes of server clipboard text (skipped, never kept)
+
+
 class RFBError(Exception):
     pass
+
+
+class RFBTimeout(RFBError):
+    """The server did not finish a step within its overall deadline."""
 
 
 @dataclass
@@ -74,11 +97,11 @@ class _WebSocket:
         )
         self.timeout = timeout
 
-    def recv(self) -> bytes:
-        message = self.ws.recv(timeout=self.timeout)
+    def recv(self, timeout: float) -> bytes:
+        message = self.ws.recv(timeout=timeout)
         return message if isinstance(message, bytes) else message.encode()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, timeout: float) -> None:
         self.ws.send(data)
 
     def close(self) -> None:
@@ -106,13 +129,15 @@ class _Socket:
     def tcp(cls, host: str, port: int, timeout: float) -> _Socket:
         return cls(socket.create_connection((host, port), timeout=timeout))
 
-    def recv(self) -> bytes:
-        data = self.sock.recv(1 << 20)
+    def recv(self, timeout: float) -> bytes:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(1 << 16)
         if not data:
             raise ConnectionError("the VNC server closed the connection")
         return data
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, timeout: float) -> None:
+        self.sock.settimeout(timeout)
         self.sock.sendall(data)
 
     def close(self) -> None:
@@ -120,30 +145,94 @@ class _Socket:
 
 
 class RFBClient:
-    """Through the display proxy by default; ``RFBClient.unix`` talks to a display's socket."""
+    """Through the display proxy by default; ``RFBClient.unix`` talks to a display's socket.
 
-    def __init__(self, url: str, password: str, origin: str, timeout: float = 15, transport=None):
+    ``timeout`` bounds each step as a whole: the handshake, one frame(), one
+    read_update(), however the server paces its bytes. ``deadline`` (seconds
+    from now) bounds the whole session on top, for callers such as the
+    worker's thumbnails that must end by a fixed time. ``max_screen`` is the
+    largest framebuffer (width, height) accepted.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        password: str,
+        origin: str,
+        timeout: float = 15,
+        transport=None,
+        *,
+        deadline: float | None = None,
+        max_screen: tuple[int, int] = DEFAULT_MAX_SCREEN,
+    ):
+        self.timeout = timeout
+        self.max_screen = max_screen
+        self._session_end = time.monotonic() + deadline if deadline is not None else None
+        self._step_end = self._session_end
         self.transport = transport or _WebSocket(url, origin, timeout)
-        self.buffer = b""
-        self._handshake(password)
+        self.buffer = bytearray()
+        try:
+            with self._step():
+                self._handshake(password)
+        except BaseException:
+            self.transport.close()
+            raise
 
     @classmethod
-    def unix(cls, path: str, password: str, timeout: float = 15) -> RFBClient:
-        return cls("", password, "", transport=_Socket.unix(path, timeout))
+    def unix(cls, path: str, password: str, timeout: float = 15, **bounds) -> RFBClient:
+        return cls("", password, "", transport=_Socket.unix(path, timeout), timeout=timeout, **bounds)
 
     @classmethod
-    def tcp(cls, host: str, port: int, password: str, timeout: float = 15) -> RFBClient:
-        return cls("", password, "", transport=_Socket.tcp(host, port, timeout))
+    def tcp(cls, host: str, port: int, password: str, timeout: float = 15, **bounds) -> RFBClient:
+        return cls("", password, "", transport=_Socket.tcp(host, port, timeout), timeout=timeout, **bounds)
 
     # -- transport -------------------------------------------------------------
+    @contextmanager
+    def _step(self) -> Iterator[None]:
+        """One step of the protocol: it ends within ``timeout`` (and the session's deadline)."""
+        end = time.monotonic() + self.timeout
+        if self._session_end is not None:
+            end = min(end, self._session_end)
+        self._step_end = end
+        try:
+            yield
+        finally:
+            self._step_end = self._session_end
+
+    def _remaining(self) -> float:
+        if self._step_end is None:
+            return self.timeout
+        left = self._step_end - time.monotonic()
+        if left <= 0:
+            raise RFBTimeout(f"the VNC server did not answer in time (within {self.timeout:g} s)")
+        return left
+
     def _read(self, n: int) -> bytes:
+        # Callers check n against a bound first: the buffer never holds more
+        # than one bounded item plus one recv.
         while len(self.buffer) < n:
-            self.buffer += self.transport.recv()
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
+            try:
+                self.buffer += self.transport.recv(self._remaining())
+            except TimeoutError as exc:
+                raise RFBTimeout(
+                    f"the VNC server did not answer in time (within {self.timeout:g} s)"
+                ) from exc
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]  # bytearray drops its head in place: no quadratic copying
         return data
 
+    def _read_length(self, limit: int, what: str) -> int:
+        """A 32-bit length the server announces, refused when over ``limit``."""
+        (length,) = struct.unpack(">I", self._read(4))
+        if length > limit:
+            raise RFBError(f"the VNC server announced {what} of {length} bytes (at most {limit})")
+        return length
+
     def _send(self, data: bytes) -> None:
-        self.transport.send(data)
+        try:
+            self.transport.send(data, self._remaining())
+        except TimeoutError as exc:
+            raise RFBTimeout("the VNC server did not take our message in time") from exc
 
     # -- protocol ----------------------------------------------------------------
     def _handshake(self, password: str) -> None:
@@ -153,7 +242,7 @@ class RFBClient:
         self._send(b"RFB 003.008\n")
         count = self._read(1)[0]
         if count == 0:
-            raise RFBError(self._read(struct.unpack(">I", self._read(4))[0]).decode())
+            raise RFBError(self._read(self._read_length(MAX_REASON, "a reason")).decode(errors="replace"))
         types = self._read(count)
         if VNC_AUTH not in types:
             raise RFBError(f"server offers no VNC authentication: {list(types)}")
@@ -162,14 +251,13 @@ class RFBClient:
         self._send(DES.new(_vnc_key(password), DES.MODE_ECB).encrypt(challenge))
         (result,) = struct.unpack(">I", self._read(4))
         if result != 0:
-            raise RFBError(
-                self._read(struct.unpack(">I", self._read(4))[0]).decode() or "authentication failed"
-            )
+            reason = self._read(self._read_length(MAX_REASON, "a reason")).decode(errors="replace")
+            raise RFBError(reason or "authentication failed")
         self._send(b"\x01")  # shared: other viewers stay connected
         self.width, self.height = struct.unpack(">HH", self._read(4))
-        pixel_format = self._read(16)
-        self.bytes_per_pixel = pixel_format[0] // 8
-        self.name = self._read(struct.unpack(">I", self._read(4))[0]).decode(errors="replace")
+        self._check_screen()
+        self._read(16)  # the server's pixel format: replaced by ours below
+        self.name = self._read(self._read_length(MAX_NAME, "a desktop name")).decode(errors="replace")
         # Ask for one known pixel format (32 bpp, little-endian, red at bit
         # 16), so a frame's bytes are always B, G, R, unused.
         self._send(
@@ -178,11 +266,19 @@ class RFBClient:
         self.bytes_per_pixel = 4
         self._send(struct.pack(">BxHi", 2, 1, 0))  # SetEncodings: raw only
 
+    def _check_screen(self) -> None:
+        most_w, most_h = self.max_screen
+        if not (0 < self.width <= most_w and 0 < self.height <= most_h):
+            raise RFBError(
+                f"the VNC server announced a {self.width}x{self.height} screen "
+                f"(at most {most_w}x{most_h} is allowed)"
+            )
+
     def request_frame(self, incremental: bool = False) -> None:
         self._send(struct.pack(">BBHHHH", 3, int(incremental), 0, 0, self.width, self.height))
 
-    def read_update(self) -> list[tuple[int, int, int, int, bytes]]:
-        """Rectangles of the next framebuffer update, skipping bells and clipboard text."""
+    def _rectangles(self) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """Rectangles of the next framebuffer update, one at a time, skipping bells and clipboard text."""
         while True:
             kind = self._read(1)[0]
             if kind == 0:
@@ -191,38 +287,50 @@ class RFBClient:
                 continue
             if kind == 3:  # server cut text
                 self._read(3)
-                self._read(struct.unpack(">I", self._read(4))[0])
+                self._read(self._read_length(MAX_CUT_TEXT, "clipboard text"))
                 continue
             raise RFBError(f"unexpected server message type {kind}")
         self._read(1)
         (count,) = struct.unpack(">H", self._read(2))
-        rects = []
         for _ in range(count):
             x, y, w, h, encoding = struct.unpack(">HHHHi", self._read(12))
             if encoding != 0:
                 raise RFBError(f"unexpected encoding {encoding}")
-            rects.append((x, y, w, h, self._read(w * h * self.bytes_per_pixel)))
-        return rects
+            if x + w > self.width or y + h > self.height:
+                raise RFBError(
+                    f"the VNC server sent a {w}x{h} rectangle at {x},{y}, "
+                    f"outside its {self.width}x{self.height} screen"
+                )
+            yield x, y, w, h, self._read(w * h * self.bytes_per_pixel)
+
+    def read_update(self) -> list[tuple[int, int, int, int, bytes]]:
+        """Rectangles of the next framebuffer update, skipping bells and clipboard text."""
+        with self._step():
+            return list(self._rectangles())
 
     def frame(self) -> Frame:
         """The whole screen as it is now."""
-        self.request_frame(incremental=False)
-        canvas = bytearray(self.width * self.height * self.bytes_per_pixel)
-        covered = 0
-        while covered < self.width * self.height:
-            for x, y, w, h, data in self.read_update():
-                row = w * self.bytes_per_pixel
-                for line in range(h):
-                    start = ((y + line) * self.width + x) * self.bytes_per_pixel
-                    canvas[start : start + row] = data[line * row : (line + 1) * row]
-                covered += w * h
-        return Frame(self.width, self.height, self.bytes_per_pixel, bytes(canvas))
+        with self._step():
+            self.request_frame(incremental=False)
+            canvas = bytearray(self.width * self.height * self.bytes_per_pixel)
+            covered = 0
+            while covered < self.width * self.height:
+                # Painted as they come: an update holds at most one rectangle in memory.
+                for x, y, w, h, data in self._rectangles():
+                    row = w * self.bytes_per_pixel
+                    for line in range(h):
+                        start = ((y + line) * self.width + x) * self.bytes_per_pixel
+                        canvas[start : start + row] = data[line * row : (line + 1) * row]
+                    covered += w * h
+            return Frame(self.width, self.height, self.bytes_per_pixel, bytes(canvas))
 
     def pointer(self, x: int, y: int, buttons: int = 0) -> None:
-        self._send(struct.pack(">BBHH", 5, buttons, x, y))
+        with self._step():
+            self._send(struct.pack(">BBHH", 5, buttons, x, y))
 
     def key(self, keysym: int, down: bool) -> None:
-        self._send(struct.pack(">BBxxI", 4, int(down), keysym))
+        with self._step():
+            self._send(struct.pack(">BBxxI", 4, int(down), keysym))
 
     def close(self) -> None:
         self.transport.close()

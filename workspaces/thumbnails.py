@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
+
 from .lifecycle import WrongState, redis_client
 from .models import Workspace
 from .rfb import RFBClient, RFBError
@@ -30,8 +32,16 @@ def capture(workspace: Workspace) -> bytes:
     if not endpoint.get("path"):
         raise WrongState("The workspace has no display yet.")
     try:
-        # The view-only password: a thumbnail can never send input.
-        with RFBClient.unix(endpoint["path"], workspace.vnc_view_password, timeout=5) as rfb:
+        # The view-only password: a thumbnail can never send input. The
+        # display is the student's: its size is bounded and the whole
+        # capture ends within the deadline, whatever it sends.
+        with RFBClient.unix(
+            endpoint["path"],
+            workspace.vnc_view_password,
+            timeout=5,
+            deadline=settings.LATTICE_CAPTURE_DEADLINE,
+            max_screen=settings.LATTICE_MAX_SCREEN,
+        ) as rfb:
             return rfb.frame().png(max_width=WIDTH)
     except (OSError, RFBError) as exc:
         raise WrongState(f"The screen did not answer ({exc}).") from exc
@@ -59,6 +69,7 @@ def refresh(workspace_id: int) -> bool:
 
     if not redis_client().set(CAPTURING + str(workspace_id), "1", nx=True, ex=10):
         return False
+    # To its own queue, dropped unrun once stale (settings.CELERY_TASK_ROUTES, _ANNOTATIONS).
     capture_thumbnail.delay(workspace_id)
     return True
 

@@ -290,6 +290,15 @@ CELERY_BEAT_SCHEDULE["back-up-data"] = {
     "task": "workspaces.tasks.backup.back_up_due",
     "schedule": LATTICE_BACKUP_INTERVAL,
 }
+# How often the worker measures what running containers wrote outside /data
+# and stops a workspace over its image's disk_limit (workspaces/disk_watch.py).
+# The engine's measure costs about a second a container on fuse-overlayfs:
+# a class of 30 with an IDE each (60 containers) is about a minute's work.
+LATTICE_DISK_WATCH_INTERVAL = env.number("LATTICE_DISK_WATCH_INTERVAL", 120.0, minimum=10)
+CELERY_BEAT_SCHEDULE["watch-disks"] = {
+    "task": "workspaces.tasks.disk.watch_disks",
+    "schedule": LATTICE_DISK_WATCH_INTERVAL,
+}
 # Workspace starts at once during a broadcast: about two per core keeps a
 # 2-core machine responsive while the others wait their turn.
 LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4, minimum=1)

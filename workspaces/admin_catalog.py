@@ -524,6 +524,7 @@ def approve(request: PublishRequest, admin: User, fields: dict) -> Image:
                 description=fields.get("description") or saved.description,
                 icon=saved.icon,
                 mem_limit=saved.mem_limit,
+                disk_limit=saved.disk_limit,
                 cpus=saved.cpus,
                 pids_limit=saved.pids_limit,
                 kiosk=saved.kiosk,

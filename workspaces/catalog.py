@@ -44,6 +44,7 @@ def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = N
         "description": given.get("description") or labels.get("lattice.description", ""),
         "icon": given.get("icon") or labels.get("lattice.icon", ""),
         "mem_limit": given.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
+        "disk_limit": given.get("disk_limit") or labels.get("lattice.disk_limit", "4g"),
         "cpus": number("cpus", "lattice.cpus", 1.0, float),
         "pids_limit": number("pids_limit", "lattice.pids_limit", 256, int),
         "kiosk": label_flag(labels.get("lattice.kiosk"))

@@ -204,7 +204,8 @@ def _claim(workspace: Workspace, allowed: dict[str, bool], refusal: str, **field
     return allowed[current]
 
 
-def stop(workspace: Workspace) -> None:
+def stop(workspace: Workspace, reason: str = "") -> None:
+    """Stop it; ``reason``, when given, is the message the user reads once it stopped."""
     from .tasks import stop_workspace
 
     needs_task = _claim(
@@ -216,7 +217,7 @@ def stop(workspace: Workspace) -> None:
     )
     display_tokens.revoke(redis_client(), workspace.pk)
     if needs_task:
-        transaction.on_commit(lambda: stop_workspace.delay(workspace.pk))
+        transaction.on_commit(lambda: stop_workspace.delay(workspace.pk, reason))
 
 
 def delete(workspace: Workspace) -> None:

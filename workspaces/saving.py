@@ -172,6 +172,7 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
                 parent=parent,
                 origin=f"saved from {parent.title} ({parent.slug})"[:200],
                 mem_limit=parent.mem_limit,
+                disk_limit=parent.disk_limit,
                 cpus=parent.cpus,
                 pids_limit=parent.pids_limit,
                 kiosk=parent.kiosk,

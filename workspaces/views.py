@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from . import admin_catalog, classrooms, saving, teaching
+from . import admin_catalog, classrooms, disk_watch, saving, teaching
 from .accounts import DASHBOARDS, role_required
 from .api.classrooms import BroadcastSerializer
 from .api.workspaces import WorkspaceSerializer
@@ -101,13 +101,14 @@ def admin_image(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         try:
             with transaction.atomic():
-                for name in ("title", "description", "icon", "mem_limit"):
+                for name in ("title", "description", "icon", "mem_limit", "disk_limit"):
                     setattr(image, name, request.POST.get(name, getattr(image, name)).strip())
                 image.cpus = float(request.POST.get("cpus", image.cpus))
                 image.pids_limit = int(request.POST.get("pids_limit", image.pids_limit))
                 image.kiosk = request.POST.get("kiosk") == "on"
                 image.enabled = request.POST.get("enabled") == "on"
                 image.full_clean(exclude=["groups", "classrooms"])
+                disk_watch.check_limit(image.disk_limit)
                 if not re.fullmatch(r"[0-9]+[bkmg]", image.mem_limit):
                     raise admin_catalog.CatalogError("Memory is a size such as 512m or 2g.")
                 if not (0.1 <= image.cpus <= 64 and 16 <= image.pids_limit <= 65536):

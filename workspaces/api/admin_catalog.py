@@ -15,11 +15,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import admin_catalog, saving
+from .. import admin_catalog, disk_watch, saving
 from ..engine.docker_catalog import MAX_UPLOAD_BYTES
 from ..engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
+
+
+def _disk_limit(value: str) -> str:
+    """What a container may write outside /data before the worker stops it (disk_watch.py)."""
+    try:
+        return disk_watch.check_limit(value)
+    except ValueError as exc:
+        raise serializers.ValidationError(str(exc)) from None
 
 
 class IsAdminRole(BasePermission):
@@ -56,6 +64,7 @@ class CatalogImageSerializer(serializers.ModelSerializer):
             "size",
             "built",
             "mem_limit",
+            "disk_limit",
             "cpus",
             "pids_limit",
             "kiosk",
@@ -103,6 +112,9 @@ class CatalogImageSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("Use a size such as 512m or 2g.")
         return value
 
+    def validate_disk_limit(self, value: str) -> str:
+        return _disk_limit(value)
+
     def validate_cpus(self, value: float) -> float:
         if not 0.1 <= value <= 64:
             raise serializers.ValidationError("Between 0.1 and 64.")
@@ -121,6 +133,7 @@ class EntryFields(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     icon = serializers.CharField(max_length=16, required=False, allow_blank=True)
     mem_limit = serializers.RegexField(r"^[0-9]+[bkmg]$", required=False)
+    disk_limit = serializers.CharField(max_length=16, required=False, validators=[_disk_limit])
     cpus = serializers.FloatField(min_value=0.1, max_value=64, required=False)
     pids_limit = serializers.IntegerField(min_value=16, max_value=65536, required=False)
     # Unset: the image's lattice.kiosk label decides.

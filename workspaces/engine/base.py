@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .errors import (  # noqa: F401  (re-exported: callers import errors from here)
@@ -29,6 +30,15 @@ RUNNING = "running"
 STOPPED = "stopped"
 MISSING = "missing"
 FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ContainerDisk:
+    """What one running container wrote to its own filesystem (never its volumes, so never /data)."""
+
+    workspace_id: str
+    container: str  # the spec name ("display", "ide")
+    written: int  # bytes
 
 
 def no_progress(percent: int, message: str) -> None:
@@ -117,3 +127,11 @@ class Backend(ABC):
 
         When it fails, the volume is as missing as before: removed if this
         call made it, else still counted as missing by data_volume_exists."""
+
+    # Disk use: DockerUsageOps (docker_usage.py) for docker.
+
+    @abstractmethod
+    def container_disk_usage(self) -> list[ContainerDisk]:
+        """Bytes each running container under this prefix wrote to its own filesystem.
+
+        Slow (the engine measures every container): call it rarely."""

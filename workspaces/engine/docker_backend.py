@@ -35,6 +35,7 @@ from . import names
 from .base import FAILED, MISSING, RUNNING, STOPPED, Backend, Progress, no_progress
 from .docker_catalog import DockerCatalogOps
 from .docker_data import DockerDataOps
+from .docker_usage import DockerUsageOps
 from .docker_volumes import DockerVolumeOps
 from .errors import (
     ContainerNotFound,
@@ -131,7 +132,7 @@ class _Created:
     started: list[str] = field(default_factory=list)  # existing containers it started
 
 
-class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, Backend):
+class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsageOps, Backend):
     def __init__(
         self,
         prefix: str = "lattice",

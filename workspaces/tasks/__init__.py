@@ -9,6 +9,7 @@ from .backup import back_up, back_up_due
 from .catalog import build_image, pull_image
 from .classroom import collect_classroom, run_broadcast, start_seat
 from .diagnostics import run_diagnostics
+from .disk import watch_disks
 from .saved_image import commit_container
 from .workspace import (
     capture_thumbnail,
@@ -35,4 +36,5 @@ __all__ = [
     "spawn_workspace",
     "start_seat",
     "stop_workspace",
+    "watch_disks",
 ]

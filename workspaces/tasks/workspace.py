@@ -163,7 +163,8 @@ def _carry_out_interruption(workspace_id: int) -> None:
 
 
 @shared_task
-def stop_workspace(workspace_id: int) -> None:
+def stop_workspace(workspace_id: int, reason: str = "") -> None:
+    """Stop the containers; ``reason`` (why the portal stopped it) stays as the message."""
     ws = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.STOPPING, deleting=False).first()
     if ws is None:
         return
@@ -179,7 +180,12 @@ def stop_workspace(workspace_id: int) -> None:
         return
     engine_state = {"containers": _containers(ws.engine_id)}
     if _settle(
-        ws, WorkspaceState.STOPPING, WorkspaceState.STOPPED, "Stopped", progress=0, engine_state=engine_state
+        ws,
+        WorkspaceState.STOPPING,
+        WorkspaceState.STOPPED,
+        reason or "Stopped",
+        progress=0,
+        engine_state=engine_state,
     ):
         # Stopped, the files are still: the moment for a consistent backup.
         back_up.delay(ws.owner_id, "stopped")

@@ -1,0 +1,165 @@
+"""The disk watch with the engine's measure scripted: who is stopped, with what message.
+
+The end-to-end test (test_disk_watch_e2e.py) fills a real container; these
+cover the rules: the limit per image, what is left alone, the limit's sources.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import use_engine
+from workspaces import disk_watch, lifecycle, tasks
+from workspaces.catalog import fields_from_labels
+from workspaces.engine.base import ContainerDisk
+from workspaces.engine.docker_backend import DockerBackend
+from workspaces.models import Image, Workspace
+from workspaces.tasks import workspace as workspace_tasks
+
+pytestmark = pytest.mark.django_db
+
+MB = 1024**2
+
+
+class MeasuredEngine(DockerBackend):
+    """The real backend, with the containers' disk use and stops answered from a script."""
+
+    written: list[ContainerDisk] = []
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stopped: list[str] = []
+
+    def container_disk_usage(self) -> list[ContainerDisk]:
+        return list(self.written)
+
+    def stop(self, workspace_id: str) -> None:
+        self.stopped.append(workspace_id)
+
+    def containers(self, workspace_id: str) -> list:
+        return []
+
+
+@pytest.fixture
+def engine(settings):
+    return use_engine(settings, MeasuredEngine)
+
+
+@pytest.fixture
+def images(db) -> tuple[Image, Image]:
+    desktop = Image.objects.create(
+        slug="desktop", reference="lattice/desktop:latest", kind="display", title="Desktop", disk_limit="1g"
+    )
+    ide = Image.objects.create(
+        slug="ide", reference="lattice/ide:latest", kind="app", title="IDE", disk_limit="20m"
+    )
+    return desktop, ide
+
+
+@pytest.fixture
+def announced(monkeypatch) -> list[dict]:
+    """The stop task runs here when queued; what it announces is kept."""
+    events: list[dict] = []
+    monkeypatch.setattr(tasks.stop_workspace, "delay", lambda *args: tasks.stop_workspace(*args))
+    monkeypatch.setattr(tasks.back_up, "delay", lambda *args: None)
+    monkeypatch.setattr(workspace_tasks, "publish", lambda user_id, event: events.append(event))
+    return events
+
+
+@pytest.fixture
+def watch(announced, django_capture_on_commit_callbacks):
+    """One pass of the beat task, with what it queues once committed run too."""
+
+    def run() -> list[int]:
+        with django_capture_on_commit_callbacks(execute=True):
+            return tasks.watch_disks()
+
+    return run
+
+
+def running_workspace(owner, images, state: str = "running") -> Workspace:
+    desktop, ide = images
+    ws = lifecycle.create_workspace(owner, desktop, [ide])
+    Workspace.objects.filter(pk=ws.pk).update(state=state)
+    ws.refresh_from_db()
+    return ws
+
+
+def test_a_workspace_whose_container_wrote_past_its_limit_is_stopped_with_a_message(
+    engine, owner, images, watch, announced
+):
+    ws = running_workspace(owner, images)
+    MeasuredEngine.written = [
+        ContainerDisk(ws.engine_id, "display", 300 * MB),  # under the desktop's 1 GB
+        ContainerDisk(ws.engine_id, "ide", 42 * MB),  # over the IDE's 20 MB
+    ]
+
+    assert watch() == [ws.pk]
+
+    ws.refresh_from_db()
+    expected = (
+        "Stopped: the IDE container wrote 42 MB outside /data, over its 20 MB limit. "
+        "Delete files you do not need, or save your work in /data."
+    )
+    assert (ws.state, ws.message) == ("stopped", expected)
+    assert engine.stopped == [ws.engine_id]
+    # The user's pages hear it: the last event about the workspace carries the reason.
+    assert announced[-1]["state"] == "stopped" and announced[-1]["message"] == expected
+
+
+def test_workspaces_within_their_limits_or_not_running_are_left_alone(engine, owner, images, watch):
+    within = running_workspace(owner, images)
+    stopped = running_workspace(owner, images, state="stopped")
+    MeasuredEngine.written = [
+        ContainerDisk(within.engine_id, "display", 1024 * MB),  # exactly the limit is allowed
+        ContainerDisk(within.engine_id, "ide", 19 * MB),
+        ContainerDisk(stopped.engine_id, "ide", 900 * MB),
+        ContainerDisk("not-in-the-database", "ide", 900 * MB),
+    ]
+
+    assert watch() == []
+    assert engine.stopped == []
+    assert {w.state for w in Workspace.objects.all()} == {"running", "stopped"}
+
+
+def test_a_pass_still_measuring_makes_the_next_one_skip(engine, owner, images, watch):
+    ws = running_workspace(owner, images)
+    MeasuredEngine.written = [ContainerDisk(ws.engine_id, "ide", 42 * MB)]
+    held = lifecycle.redis_client().lock(disk_watch.LOCK, timeout=30)
+    assert held.acquire(blocking=False)
+    try:
+        assert watch() == []
+    finally:
+        held.release()
+    assert watch() == [ws.pk]
+
+
+def test_sizes_read_as_the_catalog_writes_them():
+    assert disk_watch.size_bytes("4g") == 4 * 1024**3
+    assert disk_watch.size_bytes("512m") == 512 * MB
+    assert disk_watch.size_bytes("100K") == 100 * 1024
+    assert disk_watch.size_bytes("123") == 123
+    with pytest.raises(ValueError, match="not a size"):
+        disk_watch.size_bytes("4 GB")
+    assert disk_watch.readable(int(4.2 * 1024**3)) == "4.2 GB"
+    assert disk_watch.readable(20 * MB) == "20 MB"
+
+
+def test_the_limit_comes_from_the_images_label_unless_the_admin_gives_one():
+    assert fields_from_labels({"lattice.disk_limit": "8g"}, "x")["disk_limit"] == "8g"
+    assert fields_from_labels({}, "x")["disk_limit"] == "4g"
+    assert fields_from_labels({"lattice.disk_limit": "8g"}, "x", {"disk_limit": "2g"})["disk_limit"] == "2g"
+
+
+def test_admins_set_the_disk_limit_and_a_useless_one_is_refused(api_client, admin_user, images):
+    desktop, _ = images
+    api_client.force_authenticate(admin_user)
+    url = f"/api/admin/images/{desktop.pk}/"
+    for bad in ("0", "5m", "lots"):
+        response = api_client.patch(url, {"disk_limit": bad}, format="json")
+        assert response.status_code == 400, bad
+        assert "at least 10m" in str(response.json())
+    response = api_client.patch(url, {"disk_limit": "2g"}, format="json")
+    assert response.status_code == 200 and response.json()["disk_limit"] == "2g"
+    desktop.refresh_from_db()
+    assert desktop.disk_limit == "2g"

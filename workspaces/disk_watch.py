@@ -1,0 +1,131 @@
+"""The disk watch: a workspace whose container wrote more than its image's limit is stopped.
+
+The storage driver (fuse-overlayfs) has no size option, so nothing stops a
+student's `dd` from filling the host's disk through a container's own
+filesystem. The worker measures every running container's writable layer
+(the engine's SizeRw, everything written outside its volumes, so never
+/data) every LATTICE_DISK_WATCH_INTERVAL seconds, and stops a workspace one
+of whose containers passed its catalog entry's disk_limit, with a message the
+user reads on the dashboard. Stopping keeps the container and its files: the
+user starts it again and deletes what they do not need.
+
+/data has no quota here; it gets one with the cloud-backed data volumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+
+from django.conf import settings
+
+from . import lifecycle
+from .engine.base import ContainerDisk
+from .engine_access import backend
+from .models import Image, Workspace, WorkspaceState
+
+logger = logging.getLogger(__name__)
+
+LOCK = "lattice:disk-watch"
+_SIZE = re.compile(r"([0-9]+)([bkmg]?)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
+
+
+def size_bytes(size: str) -> int:
+    """Bytes of a size written as the catalog writes limits: "512m", "4g", "100k", "123"."""
+    match = _SIZE.fullmatch(str(size).strip())
+    if match is None:
+        raise ValueError(f"{size!r} is not a size such as 512m or 4g")
+    return int(match[1]) * _UNITS[match[2].lower()]
+
+
+# Below this a desktop cannot even start (its X and session files).
+MIN_LIMIT = 10 * 1024**2
+
+
+def check_limit(value: str) -> str:
+    """A disk limit an admin or a label may set: a size of at least MIN_LIMIT; ValueError otherwise."""
+    try:
+        ok = size_bytes(value) >= MIN_LIMIT
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"A disk limit is a size such as 512m or 4g, at least 10m (not {value!r}).")
+    return value
+
+
+def readable(size: int) -> str:
+    """4.2 GB, 40 MB, 512 KB: sizes for people (binary units, as the limits are)."""
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def limit_of(image: Image) -> int:
+    try:
+        return size_bytes(image.disk_limit)
+    except ValueError:
+        # A hand-edited row: the default still protects the host.
+        logger.warning("image %s: bad disk_limit %r, using %s", image.slug, image.disk_limit, DEFAULT_LIMIT)
+        return size_bytes(DEFAULT_LIMIT)
+
+
+def stop_message(image: Image, written: int, limit: int) -> str:
+    return (
+        f"Stopped: the {image.title or image.slug} container wrote {readable(written)} outside /data, "
+        f"over its {readable(limit)} limit. Delete files you do not need, or save your work in /data."
+    )[:300]
+
+
+def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
+    """Running workspaces one of whose containers passed its limit, each with the message why."""
+    by_workspace: dict[str, list[ContainerDisk]] = defaultdict(list)
+    for measured in usage:
+        by_workspace[measured.workspace_id].append(measured)
+    found: dict[Workspace, str] = {}
+    running = (
+        Workspace.objects.visible()
+        .filter(state=WorkspaceState.RUNNING, engine_id__in=list(by_workspace))
+        .select_related("display")
+        .prefetch_related("apps")
+    )
+    for workspace in running:
+        images = lifecycle.containers_of(workspace)
+        for measured in by_workspace[workspace.engine_id]:
+            image = images.get(measured.container)
+            if image is None:
+                continue
+            limit = limit_of(image)
+            if measured.written > limit:
+                found[workspace] = stop_message(image, measured.written, limit)
+                break
+    return found
+
+
+def watch() -> list[int]:
+    """One pass: measure, stop what is over its limit; the ids of the workspaces stopped.
+
+    The engine's measure is slow (about a second a container here): a pass
+    that outlasts the interval makes the next one skip, never run beside it.
+    """
+    lock = lifecycle.redis_client().lock(LOCK, timeout=max(600, 3 * settings.LATTICE_DISK_WATCH_INTERVAL))
+    if not lock.acquire(blocking=False):
+        logger.info("disk watch: the previous pass is still measuring; skipped")
+        return []
+    try:
+        stopped = []
+        for workspace, message in over_limit(backend().container_disk_usage()).items():
+            try:
+                lifecycle.stop(workspace, reason=message)
+            except lifecycle.WrongState:
+                continue  # stopped or deleted meanwhile
+            logger.warning(
+                "disk watch: workspace %s of user %s: %s", workspace.pk, workspace.owner_id, message
+            )
+            stopped.append(workspace.pk)
+        return stopped
+    finally:
+        lock.release()

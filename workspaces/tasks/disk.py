@@ -1,0 +1,13 @@
+"""The disk watch's beat task (see disk_watch.py)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .. import disk_watch
+
+
+@shared_task
+def watch_disks() -> list[int]:
+    """Stop running workspaces whose containers wrote more than their limit; the ids stopped."""
+    return disk_watch.watch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from workspaces import tasks, thumbnails
 
@@ -37,3 +38,36 @@ def test_an_old_picture_is_served_at_once_and_one_capture_follows(captures, monk
 def test_no_picture_yet_waits_briefly_then_says_none(captures):
     assert thumbnails.picture(41, wait=0.3) is None
     assert captures == [41]
+
+
+# -- where captures run -------------------------------------------------------------
+
+
+def procfile_queues() -> dict[str, tuple[str, str]]:
+    """Each Celery worker of the Procfile: its queues and its pool."""
+    workers = {}
+    for line in (settings.BASE_DIR / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if " worker " in command:
+            words = command.split()
+            workers[name] = (words[words.index("--queues") + 1], words[words.index("--pool") + 1])
+    return workers
+
+
+def test_captures_run_in_their_own_queue_never_in_front_of_a_start():
+    from portal.celery import app
+
+    def queue(task_name: str) -> str:
+        return app.amqp.router.route({}, task_name)["queue"].name
+
+    assert queue(tasks.capture_thumbnail.name) == "captures"
+    # The name stays what it was: captures queued before an upgrade still run.
+    assert tasks.capture_thumbnail.name == "workspaces.tasks.workspace.capture_thumbnail"
+    others = [name for name in app.tasks if name.startswith("workspaces.") and "capture" not in name]
+    assert "workspaces.tasks.workspace.spawn_workspace" in others
+    assert {name: queue(name) for name in others} == {name: "celery" for name in others}
+    # Separate workers: the one that starts workspaces never takes a capture;
+    # the captures' one has a process pool, which enforces their time limits.
+    assert procfile_queues() == {"worker": ("celery", "threads"), "captures": ("captures", "prefork")}
+    assert tasks.capture_thumbnail.soft_time_limit == settings.LATTICE_CAPTURE_DEADLINE + 5
+    assert tasks.capture_thumbnail.time_limit == settings.LATTICE_CAPTURE_DEADLINE + 10

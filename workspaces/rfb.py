@@ -167,6 +167,7 @@ class RFBClient:
     ):
         self.timeout = timeout
         self.max_screen = max_screen
+        self._deadline = deadline
         self._session_end = time.monotonic() + deadline if deadline is not None else None
         self._step_end = self._session_end
         self.transport = transport or _WebSocket(url, origin, timeout)
@@ -204,8 +205,13 @@ class RFBClient:
             return self.timeout
         left = self._step_end - time.monotonic()
         if left <= 0:
-            raise RFBTimeout(f"the VNC server did not answer in time (within {self.timeout:g} s)")
+            raise self._late()
         return left
+
+    def _late(self) -> RFBTimeout:
+        session = self._session_end is not None and self._step_end == self._session_end
+        limit = self._deadline if session else self.timeout
+        return RFBTimeout(f"the VNC server did not answer in time (within {limit:g} s)")
 
     def _read(self, n: int) -> bytes:
         # Callers check n against a bound first: the buffer never holds more
@@ -214,9 +220,7 @@ class RFBClient:
             try:
                 self.buffer += self.transport.recv(self._remaining())
             except TimeoutError as exc:
-                raise RFBTimeout(
-                    f"the VNC server did not answer in time (within {self.timeout:g} s)"
-                ) from exc
+                raise self._late() from exc
         data = bytes(self.buffer[:n])
         del self.buffer[:n]  # bytearray drops its head in place: no quadratic copying
         return data
@@ -232,7 +236,7 @@ class RFBClient:
         try:
             self.transport.send(data, self._remaining())
         except TimeoutError as exc:
-            raise RFBTimeout("the VNC server did not take our message in time") from exc
+            raise self._late() from exc
 
     # -- protocol ----------------------------------------------------------------
     def _handshake(self, password: str) -> None:

@@ -266,6 +266,8 @@ LATTICE_ENGINE_PREFIX = env.string("LATTICE_ENGINE_PREFIX", "lattice")
 LATTICE_SPAWN_TIMEOUT = env.number("LATTICE_SPAWN_TIMEOUT", 60.0)
 LATTICE_MAX_RUNNING_WORKSPACES = env.integer("LATTICE_MAX_RUNNING_WORKSPACES", 2)
 LATTICE_DISPLAY_TOKEN_TTL = env.integer("LATTICE_DISPLAY_TOKEN_TTL", 60)
+# Display tokens one user may ask for in a minute (each opens a connection).
+LATTICE_DISPLAY_TOKENS_PER_MINUTE = env.integer("LATTICE_DISPLAY_TOKENS_PER_MINUTE", 30, minimum=1)
 LATTICE_DISPLAY_PROXY_URL = env.string("LATTICE_DISPLAY_PROXY_URL", "")
 LATTICE_DISPLAY_PROXY_PORT = env.integer("LATTICE_DISPLAY_PROXY_PORT", 6080)
 # Where the displays' VNC sockets live on the Docker host: the engine makes a

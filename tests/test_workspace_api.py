@@ -177,7 +177,7 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     token = view["url"].split("token=")[1]
     grant = display_tokens.consume(lifecycle.redis_client(), token)
     assert grant == display_tokens.Grant(
-        workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view"
+        workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view", user=ws.owner_id
     )
     assert display_tokens.consume(lifecycle.redis_client(), token) is None  # single use
 

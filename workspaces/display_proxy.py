@@ -12,6 +12,18 @@ forks one per client); in it:
 - a watcher ends the connection within a second once any of its scopes is
   revoked (the workspace stopped or was deleted, a demo ended, control was
   released).
+
+Nothing it is sent may make it hold unbounded memory or reach anything but
+the display: the display's socket is opened by ``display_socket.open_display``
+(no link followed; the listener must be the display container's own VNC
+server, checked before a byte is relayed); a websocket message is at most
+the clipboard limit plus a little; a view-only filter holds at most one RFB
+message; connections are counted per workspace and per user (in Redis, so
+every proxy process shares the counts).
+
+Settings, from the environment: LATTICE_CLIPBOARD_MAX_BYTES (1 MiB),
+LATTICE_DISPLAY_CONNECTIONS_PER_WORKSPACE (64: a class watching a demo),
+LATTICE_DISPLAY_CONNECTIONS_PER_USER (8).
 """
 
 from __future__ import annotations
@@ -21,7 +33,10 @@ import logging
 import os
 import re
 import socket
+import struct
 import threading
+import time
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
 import redis
@@ -30,11 +45,73 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 from portal import env
 
-from . import display_tokens
-from .rfb_filter import Refused, ViewOnlyInput
+from . import display_socket, display_tokens
+from .rfb_filter import DEFAULT_MAX_CLIPBOARD, Refused, ViewOnlyInput
 
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s'\"]+")
 REVOCATION_CHECK = 0.5  # seconds between two looks at the revocation marks
+CONNECT_TIMEOUT = 5.0  # seconds for the display's socket to take the connection
+# Room on top of the clipboard for a websocket message: every other RFB message is smaller.
+MESSAGE_SLACK = 1 << 18
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_clipboard: int = DEFAULT_MAX_CLIPBOARD
+    per_workspace: int = 64
+    per_user: int = 8
+
+    @property
+    def max_message(self) -> int:
+        return self.max_clipboard + MESSAGE_SLACK
+
+    @classmethod
+    def from_environment(cls) -> Limits:
+        return cls(
+            max_clipboard=env.integer("LATTICE_CLIPBOARD_MAX_BYTES", cls.max_clipboard, minimum=0),
+            per_workspace=env.integer(
+                "LATTICE_DISPLAY_CONNECTIONS_PER_WORKSPACE", cls.per_workspace, minimum=1
+            ),
+            per_user=env.integer("LATTICE_DISPLAY_CONNECTIONS_PER_USER", cls.per_user, minimum=1),
+        )
+
+
+class MessageTooBig(Exception):
+    """A websocket message over the proxy's limit: the connection ends."""
+
+
+class BoundedWebSocket(websockifyserver.CompatibleWebSocket):
+    """websockify's websocket, refusing a message over ``max_message`` as soon as its header says so.
+
+    websockify itself buffers whatever length a frame announces, and joins
+    continuation frames without end.
+    """
+
+    max_message = Limits().max_message
+
+    def _decode_hybi(self, buf):
+        announced = _announced_length(buf)
+        if announced is not None and announced > self.max_message:
+            raise MessageTooBig(f"a websocket frame of {announced} bytes (at most {self.max_message})")
+        return super()._decode_hybi(buf)
+
+    def _recvmsg(self):
+        message = super()._recvmsg()
+        if len(self._partial_msg) > self.max_message:
+            raise MessageTooBig(f"a fragmented websocket message over {self.max_message} bytes")
+        return message
+
+
+def _announced_length(buf: bytes) -> int | None:
+    """The payload length a websocket frame header announces, or None until the header is in."""
+    if len(buf) < 2:
+        return None
+    length = buf[1] & 0x7F
+    if length == 126:
+        return struct.unpack(">H", buf[2:4])[0] if len(buf) >= 4 else None
+    if length == 127:
+        return struct.unpack(">Q", buf[2:10])[0] if len(buf) >= 10 else None
+    return length
 
 
 class RedisTokens:
@@ -60,14 +137,20 @@ class OriginCheck:
 
 
 class Handler(ProxyRequestHandler):
+    SocketClass = BoundedWebSocket
     grant: display_tokens.Grant | None = None
     input_filter: ViewOnlyInput | None = None
+    connection: str | None = None  # this connection's id in the per-workspace and per-user counts
+    display: socket.socket | None = None  # connected and checked before the websocket opens
 
     def handle_upgrade(self) -> None:
         # Origin first: a page of another site must not even use up a token.
         self.auth_connection()
-        self.validate_connection()
-        super(websockifyserver.WebSockifyRequestHandler, self).handle_upgrade()
+        try:
+            self.validate_connection()
+            super(websockifyserver.WebSockifyRequestHandler, self).handle_upgrade()
+        finally:
+            self._release()
 
     def validate_connection(self) -> None:
         tokens: RedisTokens = self.server.token_plugin
@@ -78,12 +161,59 @@ class Handler(ProxyRequestHandler):
             raise self.server.EClose("Display token unknown, used or expired")
         self.grant = grant
         self.opened = display_tokens.now(tokens.redis)
-        self.server.unix_target = grant.socket
+        limits: Limits = self.server.limits
+        if grant.user is None:
+            raise self.server.EClose("Display token names no user; ask for a new one")
+        self.connection = display_tokens.open_connection(
+            tokens.redis, grant, limits.per_workspace, limits.per_user
+        )
+        if self.connection is None:
+            self.log_message(
+                "too many connections to workspace %s or of user %s", grant.workspace, grant.user
+            )
+            raise self.server.EClose("Too many open screens: close one and try again")
+        self.display = self._open_display(grant)
         if grant.mode == "view":
-            self.input_filter = ViewOnlyInput()
+            self.input_filter = ViewOnlyInput(max_clipboard=limits.max_clipboard)
+
+    def _open_display(self, grant: display_tokens.Grant) -> socket.socket:
+        """The display's socket, connected and checked; nothing of the client's is sent yet."""
+        try:
+            sock = display_socket.open_display(grant.target(), CONNECT_TIMEOUT)
+        except display_socket.DisplayRefused as exc:
+            # Someone put something else where the display's socket belongs: say so, keep the token out.
+            self.log_message("REFUSED the display of workspace %s: %s", grant.workspace, exc)
+            raise self.server.EClose("The display did not answer as it should; nothing was sent") from None
+        except OSError as exc:
+            self.log_message("the display of workspace %s did not answer: %s", grant.workspace, exc)
+            raise self.server.EClose("The display did not answer") from None
+        sock.settimeout(None)  # websockify selects before it reads or writes
+        return sock
+
+    def new_websocket_client(self) -> None:
+        target, self.display = self.display, None
+        try:
+            self.do_proxy(target)
+        finally:
+            target.close()
+
+    def _release(self) -> None:
+        if self.display is not None:
+            self.display.close()
+            self.display = None
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            try:
+                display_tokens.close_connection(self.server.token_plugin.redis, self.grant, connection)
+            except redis.RedisError as exc:
+                self.log_message("could not uncount a connection (it expires by itself): %s", exc)
 
     def recv_frames(self):
-        bufs, closed = super().recv_frames()
+        try:
+            bufs, closed = super().recv_frames()
+        except MessageTooBig as exc:
+            self.log_message("closing a connection to workspace %s: %s", self.grant.workspace, exc)
+            raise self.CClose(1009, "Message too big") from None
         if self.input_filter is not None:
             try:
                 bufs = [kept for kept in map(self.input_filter.feed, bufs) if kept]
@@ -103,9 +233,13 @@ class Handler(ProxyRequestHandler):
 
     def _end_when_revoked(self, target: socket.socket, done: threading.Event) -> None:
         client = self.server.token_plugin.redis
+        next_heartbeat = time.monotonic() + display_tokens.CONNECTION_HEARTBEAT
         while not done.wait(REVOCATION_CHECK):
             try:
                 revoked = display_tokens.revoked_since(client, self.grant.all_scopes, self.opened)
+                if time.monotonic() >= next_heartbeat and self.connection is not None:
+                    display_tokens.connection_alive(client, self.grant, self.connection)
+                    next_heartbeat = time.monotonic() + display_tokens.CONNECTION_HEARTBEAT
             except redis.RedisError:
                 continue  # Redis is back in a moment; the display stays open meanwhile
             if revoked:
@@ -132,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.origins:
         parser.error("--origins (or LATTICE_DISPLAY_ORIGINS) is required: the portal's own origin(s)")
     host, _, port = args.listen.rpartition(":")
+    limits = Limits.from_environment()
+    BoundedWebSocket.max_message = limits.max_message
     logging.basicConfig(level=logging.INFO, format="%(asctime)s display-proxy: %(message)s")
     server = WebSocketProxy(
         RequestHandlerClass=Handler,
@@ -141,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         auth_plugin=OriginCheck(args.origins),
         heartbeat=30,
     )
+    server.limits = limits
     server.start_server()
 
 

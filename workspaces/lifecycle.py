@@ -275,12 +275,23 @@ def spec_for(workspace: Workspace) -> WorkspaceSpec:
     )
 
 
-def issue_display_token(workspace: Workspace, mode: str, scopes: tuple[str, ...] = ()) -> tuple[str, str]:
+def issue_display_token(
+    workspace: Workspace, mode: str, scopes: tuple[str, ...] = (), *, user: User | None = None
+) -> tuple[str, str]:
     """A single-use token for the display proxy, and the VNC password for that mode.
 
     ``scopes`` name what else the token is for (a demo, a teacher's control),
-    so that ending that also ends the connection.
+    so that ending that also ends the connection. ``user`` is who asks (the
+    owner when not given): their requests are rate-limited and the proxy
+    counts their open connections.
     """
+    user_id = user.pk if user is not None else workspace.owner_id
+    client = redis_client()
+    limit = settings.LATTICE_DISPLAY_TOKENS_PER_MINUTE
+    if display_tokens.count_token_request(client, user_id) > limit:
+        raise OverLimit(
+            f"You asked to open a screen more than {limit} times in a minute; wait a minute and try again."
+        )
     current = (
         Workspace.objects.filter(pk=workspace.pk, deleting=False).values("state", "engine_state").first()
     )
@@ -290,8 +301,16 @@ def issue_display_token(workspace: Workspace, mode: str, scopes: tuple[str, ...]
     endpoint = current["engine_state"].get("endpoint") or {}
     if not endpoint.get("path"):
         raise WrongState("The workspace has no display yet; try again in a moment.")
-    grant = display_tokens.Grant(workspace=workspace.pk, socket=endpoint["path"], mode=mode, scopes=scopes)
-    client = redis_client()
+    grant = display_tokens.Grant(
+        workspace=workspace.pk,
+        socket=endpoint["path"],
+        mode=mode,
+        scopes=scopes,
+        user=user_id,
+        # The proxy connects only when the display container's own VNC server answers.
+        container_id=endpoint.get("container_id") or "",
+        server_pid=endpoint.get("server_pid") or 0,
+    )
     token = display_tokens.issue(client, grant, settings.LATTICE_DISPLAY_TOKEN_TTL)
     # A stop that came between the read above and the issue revoked every
     # token but this one: look again, so none outlives the stop.

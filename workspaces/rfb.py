@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from Crypto.Cipher import DES
 from websockets.sync.client import connect
 
+from .display_socket import DisplayTarget, open_display
+
 VNC_AUTH = 2
 
 
@@ -115,15 +117,9 @@ class _Socket:
         self.sock = sock
 
     @classmethod
-    def unix(cls, path: str, timeout: float) -> _Socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError:
-            sock.close()
-            raise
-        return cls(sock)
+    def unix(cls, target: DisplayTarget, timeout: float) -> _Socket:
+        # Never a bare path: the student can write in the socket's folder.
+        return cls(open_display(target, timeout))
 
     @classmethod
     def tcp(cls, host: str, port: int, timeout: float) -> _Socket:
@@ -180,8 +176,8 @@ class RFBClient:
             raise
 
     @classmethod
-    def unix(cls, path: str, password: str, timeout: float = 15, **bounds) -> RFBClient:
-        return cls("", password, "", transport=_Socket.unix(path, timeout), timeout=timeout, **bounds)
+    def unix(cls, target: DisplayTarget, password: str, timeout: float = 15, **bounds) -> RFBClient:
+        return cls("", password, "", transport=_Socket.unix(target, timeout), timeout=timeout, **bounds)
 
     @classmethod
     def tcp(cls, host: str, port: int, password: str, timeout: float = 15, **bounds) -> RFBClient:

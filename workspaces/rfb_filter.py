@@ -39,62 +39,93 @@ PASSED = {
 VNC_AUTH = 2
 
 
-class ViewOnlyInput:
-    """Feed it what the client sends; it returns the bytes that may reach the server."""
+DEFAULT_MAX_CLIPBOARD = 1 << 20  # bytes of ClientCutText (LATTICE_CLIPBOARD_MAX_BYTES)
+_FIXED = {
+    SET_PIXEL_FORMAT: 20,
+    FRAMEBUFFER_UPDATE_REQUEST: 10,
+    KEY_EVENT: 8,
+    POINTER_EVENT: 6,
+    ENABLE_CONTINUOUS_UPDATES: 10,
+}
+_HEADER = 9  # bytes enough to tell any message's length
 
-    def __init__(self) -> None:
-        self.buffer = b""
+
+class ViewOnlyInput:
+    """Feed it what the client sends; it returns the bytes that may reach the server.
+
+    Memory stays bounded whatever the client announces: a message that is
+    passed on is held until whole, and none is larger than RFB allows
+    (SetEncodings, the largest, is 256 KiB); a dropped one is skipped as its
+    bytes arrive, never held; clipboard text over ``max_clipboard`` ends the
+    connection at once.
+    """
+
+    def __init__(self, max_clipboard: int = DEFAULT_MAX_CLIPBOARD) -> None:
+        self.max_clipboard = max_clipboard
+        self.buffer = bytearray()
+        self.skipping = 0  # bytes of a dropped message still to come
         self.handshake_done = False
         self.version_minor: int | None = None
         self.dropped = 0  # messages dropped, for the log
 
     def feed(self, data: bytes) -> bytes:
-        self.buffer += data
         out = bytearray()
-        while True:
-            length = self._next_length()
-            if length is None or len(self.buffer) < length:
-                return bytes(out)
-            message, self.buffer = self.buffer[:length], self.buffer[length:]
-            if self._step == 3 and not self.handshake_done:
-                # ClientInit: always shared, so a viewer can never push the owner off.
-                out += b"\x01"
-            elif not self.handshake_done or message[0] in PASSED:
-                out += message
-            else:
-                self.dropped += 1
-            self._advance(message)
+        self.buffer += data
+        pos = 0  # consumed so far: the buffer's head is cut once per feed, not per message
+        try:
+            while True:
+                if self.skipping:
+                    skipped = min(self.skipping, len(self.buffer) - pos)
+                    pos += skipped
+                    self.skipping -= skipped
+                    if self.skipping:
+                        return bytes(out)
+                length = self._next_length(bytes(self.buffer[pos : pos + _HEADER]))
+                if length is None:
+                    return bytes(out)
+                if self.handshake_done and self.buffer[pos] not in PASSED:
+                    self.dropped += 1
+                    self.skipping = length
+                    continue
+                if len(self.buffer) - pos < length:
+                    return bytes(out)
+                message = bytes(self.buffer[pos : pos + length])
+                pos += length
+                if self._step == 3 and not self.handshake_done:
+                    # ClientInit: always shared, so a viewer can never push the owner off.
+                    out += b"\x01"
+                else:
+                    out += message
+                self._advance(message)
+        finally:
+            del self.buffer[:pos]
 
     # -- the handshake: version, security type, VNC auth response, ClientInit --
     _step = 0
 
-    def _next_length(self) -> int | None:
-        """Bytes of the next client message, or None until enough has arrived to tell."""
+    def _next_length(self, head: bytes) -> int | None:
+        """Bytes of the message that starts with ``head``, or None until enough has arrived to tell."""
         if not self.handshake_done:
             return self._handshake_length()
-        if not self.buffer:
+        if not head:
             return None
-        kind = self.buffer[0]
-        fixed = {
-            SET_PIXEL_FORMAT: 20,
-            FRAMEBUFFER_UPDATE_REQUEST: 10,
-            KEY_EVENT: 8,
-            POINTER_EVENT: 6,
-            ENABLE_CONTINUOUS_UPDATES: 10,
-        }
-        if kind in fixed:
-            return fixed[kind]
+        kind = head[0]
+        if kind in _FIXED:
+            return _FIXED[kind]
         if kind == SET_ENCODINGS:
-            return None if len(self.buffer) < 4 else 4 + 4 * struct.unpack(">H", self.buffer[2:4])[0]
+            return None if len(head) < 4 else 4 + 4 * struct.unpack(">H", head[2:4])[0]
         if kind == CLIENT_CUT_TEXT:
-            if len(self.buffer) < 8:
+            if len(head) < 8:
                 return None
             # A negative length is the extended clipboard's: its size is the absolute value.
-            return 8 + abs(struct.unpack(">i", self.buffer[4:8])[0])
+            size = abs(struct.unpack(">i", head[4:8])[0])
+            if size > self.max_clipboard:
+                raise Refused(f"clipboard text of {size} bytes (at most {self.max_clipboard})")
+            return 8 + size
         if kind == CLIENT_FENCE:
-            return None if len(self.buffer) < 9 else 9 + self.buffer[8]
+            return None if len(head) < 9 else 9 + head[8]
         if kind == SET_DESKTOP_SIZE:
-            return None if len(self.buffer) < 8 else 8 + 16 * self.buffer[6]
+            return None if len(head) < 8 else 8 + 16 * head[6]
         raise Refused(f"client message type {kind} is not allowed on a view-only connection")
 
     def _handshake_length(self) -> int | None:

@@ -246,9 +246,9 @@ def _announce_demo(classroom: Classroom, active: bool) -> None:
         publish_group(user_group(student_id), event)
 
 
-def demo_token(classroom: Classroom) -> tuple[str, str]:
-    """A view-only token to the demo for one student; WrongState when no demo runs."""
+def demo_token(classroom: Classroom, user: User | None = None) -> tuple[str, str]:
+    """A view-only token to the demo for one student (``user``); WrongState when no demo runs."""
     workspace = demo_workspace(classroom)
     if workspace is None:
         raise lifecycle.WrongState("Your teacher is not showing a screen right now.")
-    return lifecycle.issue_display_token(workspace, "view", scopes=(demo_scope(classroom),))
+    return lifecycle.issue_display_token(workspace, "view", scopes=(demo_scope(classroom),), user=user)

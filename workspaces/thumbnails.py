@@ -15,6 +15,7 @@ import time
 
 from django.conf import settings
 
+from .display_socket import DisplayTarget
 from .lifecycle import WrongState, redis_client
 from .models import Workspace
 from .rfb import RFBClient, RFBError
@@ -36,7 +37,7 @@ def capture(workspace: Workspace) -> bytes:
         # display is the student's: its size is bounded and the whole
         # capture ends within the deadline, whatever it sends.
         with RFBClient.unix(
-            endpoint["path"],
+            DisplayTarget.from_endpoint(endpoint),
             workspace.vnc_view_password,
             timeout=5,
             deadline=settings.LATTICE_CAPTURE_DEADLINE,

@@ -21,6 +21,7 @@ from tests.engine.conftest import (
     inspect,
     prefixed,
 )
+from workspaces.display_socket import DisplayTarget
 from workspaces.engine import ContainerSpec, Limits, names
 from workspaces.engine.errors import EngineError, ImageNotFound, InvalidSpecError, StartFailed, StartTimeout
 from workspaces.rfb import RFBClient, RFBError
@@ -63,7 +64,7 @@ def banner(path: str) -> bytes:
 
 
 def connect(endpoint, password: str) -> RFBClient:
-    return RFBClient.unix(endpoint.path, password, timeout=10)
+    return RFBClient.unix(DisplayTarget.from_endpoint(endpoint.as_dict()), password, timeout=10)
 
 
 def type_text(client: RFBClient, text: str) -> None:

@@ -317,7 +317,7 @@ class DemoToken(APIView):
     @extend_schema(request=None)
     def post(self, request: Request, pk: int) -> Response:
         classroom = get_object_or_404(request.user.classrooms.all(), pk=pk)
-        token, password = teaching.demo_token(classroom)
+        token, password = teaching.demo_token(classroom, request.user)
         return Response(token_response(request, token, password, "view"))
 
 

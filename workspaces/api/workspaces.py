@@ -138,7 +138,7 @@ class DisplayToken(APIView):
         body = TokenRequest(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
-        token, password = lifecycle.issue_display_token(ws, mode)
+        token, password = lifecycle.issue_display_token(ws, mode, user=request.user)
         return Response(token_response(request, token, password, mode))
 
 

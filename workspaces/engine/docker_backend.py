@@ -17,7 +17,6 @@ import logging
 import os
 import random
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, LogConfig
 
+from .. import display_socket
 from . import names
 from .base import FAILED, MISSING, RUNNING, STOPPED, Backend, Progress, no_progress
 from .docker_catalog import DockerCatalogOps
@@ -108,17 +108,6 @@ def _ignore_missing(call: Callable[[], T]) -> T | None:
         return call()
     except docker.errors.NotFound:
         return None
-
-
-def _rfb_banner(path: str, timeout: float) -> bool:
-    """True when an RFB server answers on the unix socket: it speaks first, 'RFB 003.008\\n'."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            return sock.recv(4) == b"RFB "
-    except OSError:
-        return False
 
 
 @dataclass
@@ -289,7 +278,7 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
             report(30, "Starting the display")
             self._start_container(spec.display.name, display, created)
             report(50, "Waiting for the display")
-            path = self._wait_for_display(display, self._socket_path(ws), deadline, timeout)
+            endpoint = self._wait_for_display(display, ws, deadline, timeout)
             if apps_created is not None:
                 apps_created.result()
 
@@ -307,7 +296,7 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
                 )
             )
         report(100, "Ready")
-        return Endpoint(path=path)
+        return endpoint
 
     def _create_apps(self, spec: WorkspaceSpec, created: _Created) -> None:
         """The workspace's private network, then every app container (not started)."""
@@ -331,8 +320,11 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
 
         The display (uid 1000) makes the socket in it. Owned by uid 1000 when
         we may change owners (root); else writable by others but not
-        listable. setgid: the socket takes the folder's group, so a display
-        proxy of that group may connect (Xvnc makes it mode 0660).
+        listable. Its group is the socket root's (scripts/setup gives the
+        root the display proxy's group), and setgid: the socket takes that
+        group, so the proxy, in that group and nothing more, may connect
+        (Xvnc makes it mode 0660). The student can still write here: readers
+        connect through workspaces/display_socket.py, which trusts nothing in it.
         """
         os.makedirs(self.socket_root, mode=0o711, exist_ok=True)
         path = self._socket_dir(workspace_id)
@@ -341,11 +333,16 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         except FileExistsError:
             return False
         try:
-            os.chown(path, USER_ID, -1)
+            os.chown(path, USER_ID, os.stat(self.socket_root).st_gid)
             os.chmod(path, 0o2770)  # noqa: S103  (see the docstring)
         except PermissionError:
             os.chmod(path, 0o2773)  # noqa: S103  (see the docstring)
         return True
+
+    def _probe_display(self, workspace_id: str, container_id: str, timeout: float) -> int | None:
+        """The pid of the display container's process serving RFB on its socket, or None."""
+        folder = names.display_socket_dir(self.prefix, workspace_id)
+        return display_socket.probe(self.socket_root, folder, container_id, timeout)
 
     def _remove_socket_dir(self, workspace_id: str) -> None:
         shutil.rmtree(self._socket_dir(workspace_id), ignore_errors=True)
@@ -490,12 +487,23 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         if name not in created.containers:
             created.started.append(docker_name)
 
-    def _wait_for_display(self, container: str, path: str, deadline: float, timeout: float) -> str:
+    def _wait_for_display(
+        self, container: str, workspace_id: str, deadline: float, timeout: float
+    ) -> Endpoint:
+        """The display's endpoint once its VNC server answers, naming that server's process.
+
+        It runs before any process of the student's can (the desktop starts
+        after Xvnc answers), so the pid it records is Xvnc's; every later
+        connection insists on it.
+        """
+        container_id = self.api.inspect_container(container)["Id"]
+        path = self._socket_path(workspace_id)
         next_check = time.monotonic() + 1.0
         while True:
             now = time.monotonic()
-            if _rfb_banner(path, timeout=max(0.05, min(0.5, deadline - now))):
-                return path
+            pid = self._probe_display(workspace_id, container_id, max(0.05, min(0.5, deadline - now)))
+            if pid is not None:
+                return Endpoint(path=path, container_id=container_id, server_pid=pid)
             now = time.monotonic()
             if now >= deadline:
                 hint = "" if os.path.exists(path) else f" (no socket appeared at {path})"
@@ -633,9 +641,11 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         ]
 
     def endpoint(self, workspace_id: str) -> Endpoint | None:
-        for r in self._rows(str(workspace_id)):
+        ws = str(workspace_id)
+        for r in self._rows(ws):
             if r["Labels"].get(LABEL_ROLE) == "display" and r["State"] == "running":
-                return Endpoint(path=self._socket_path(str(workspace_id)))
+                pid = self._probe_display(ws, r["Id"], timeout=2.0)
+                return Endpoint(path=self._socket_path(ws), container_id=r["Id"], server_pid=pid or 0)
         return None
 
     def list_workspaces(self) -> dict[str, str]:

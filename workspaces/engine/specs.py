@@ -106,9 +106,17 @@ class Endpoint:
 
     The display has no network at all; only processes on the Docker host that
     may open this path (the display proxy, the worker) can reach it.
+    The student can write in the socket's folder, so the path alone proves
+    nothing: whoever connects insists that the listener is process
+    ``server_pid`` of container ``container_id`` (workspaces/display_socket.py).
     """
 
     path: str
+    container_id: str = ""  # the display container's full id
+    server_pid: int = 0  # the VNC server's pid on the engine's host, as it started
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"path": self.path, "container_id": self.container_id, "server_pid": self.server_pid}
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None 
         return
     # start() returned, so every container of the spec runs: no need to ask the engine.
     engine_state = {
-        "endpoint": {"path": endpoint.path},
+        "endpoint": endpoint.as_dict(),
         "containers": [{"name": c.name, "image": c.image, "state": "running"} for c in spec.containers],
     }
     if not _settle(

@@ -185,14 +185,18 @@ def check_peer(peer: Peer, container_id: str, server_pid: int | None) -> None:
 
 
 def container_of(pid: int) -> str | None:
-    """The container a host process runs in, by its cgroup; None for none, or for disagreeing lines."""
+    """The container a host process runs in, by its cgroup; None for none."""
     try:
         with open(f"/proc/{pid}/cgroup", encoding="ascii", errors="replace") as fh:
-            lines = fh.read().splitlines()
+            return container_in(fh.read())
     except OSError:
         return None
+
+
+def container_in(cgroup: str) -> str | None:
+    """The container id that a /proc/<pid>/cgroup text names; None for none, or for disagreeing lines."""
     ids = set()
-    for line in lines:
+    for line in cgroup.splitlines():
         matches = _ID_IN_CGROUP.findall(line.split(":", 2)[-1])
         if matches:
             ids.add(matches[-1])

@@ -35,13 +35,15 @@ def as_user(api_client, user):
     return api_client
 
 
-def test_teacher_creates_a_classroom_with_students(api_client, teacher, owner, teammate):
+def test_teacher_creates_a_classroom_inviting_students(api_client, teacher, owner, teammate):
     response = as_user(api_client, teacher).post(
         "/api/classrooms/", {"name": "Maths", "students": ["Owner", "teammate"]}, format="json"
     )
     assert response.status_code == 201
     body = response.json()
-    assert body["students"] == ["owner", "teammate"] and body["teachers"] == ["teach"]
+    # Invited, not members: nobody joins a class without saying yes.
+    assert body["students"] == [] and body["invited"] == ["owner", "teammate"]
+    assert body["teachers"] == ["teach"]
     assert len(body["join_code"]) == 8
     assert [c["name"] for c in api_client.get("/api/classrooms/").json()] == ["Maths"]
 
@@ -70,7 +72,8 @@ def test_students_added_from_a_csv(api_client, teacher, classroom, make_user):
         f"/api/classrooms/{classroom.pk}/students/", {"csv": csv}, format="json"
     )
     assert response.status_code == 200
-    assert response.json()["students"] == ["carol", "dave", "owner", "teammate"]
+    assert response.json()["invited"] == ["carol", "dave"]
+    assert response.json()["students"] == ["owner", "teammate"]
 
 
 def test_students_join_with_the_code_and_see_their_classrooms(api_client, classroom, stranger):
@@ -320,7 +323,7 @@ def test_a_csv_with_a_byte_order_mark_adds_its_students(api_client, teacher, cla
         f"/api/classrooms/{classroom.pk}/students/", {"csv": "\ufeffusername\r\ncarol\r\n"}, format="json"
     )
     assert response.status_code == 200, response.json()
-    assert response.json()["students"] == ["carol", "owner", "teammate"]
+    assert response.json()["invited"] == ["carol"]
 
 
 def test_control_lasts_while_any_teacher_page_holds_it(api_client, teacher, classroom, watched, make_user):
@@ -420,6 +423,7 @@ def test_a_students_pages_learn_what_is_pending(api_client, teacher, classroom, 
             "type": "control",
             "active": True,
             "by": "teach",
+            "mode": "control",
             "workspace": ws.pk,
             "message": "teach is controlling your screen.",
         }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from django.db import connections
@@ -16,8 +15,8 @@ from tests.saving_fakes import make_saved_image
 from workspaces import classrooms, lifecycle, tasks, teaching
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend
-from workspaces.engine.specs import ContainerState
-from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.engine.specs import ContainerState, Endpoint
+from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Seat, Workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,8 +55,7 @@ class CountingBackend(DockerBackend):
         finally:
             with self.lock:
                 type(self).in_flight -= 1
-        # Both shapes of endpoint (TCP, and the unix socket the engine moves to).
-        return SimpleNamespace(host="10.9.0.2", port=5900, path=f"/run/lattice/{spec.workspace_id}.sock")
+        return Endpoint(path=f"/run/lattice/{spec.workspace_id}.sock")
 
     def stop(self, workspace_id: str) -> None:
         self.stopped.append(workspace_id)
@@ -240,9 +238,22 @@ def test_a_seat_left_starting_by_a_dead_worker_can_be_retried(
     assert api_client.post(f"/api/broadcasts/{sent.pk}/students/eps2/retry/").status_code == 409
 
 
-def test_a_broadcast_of_the_teachers_own_saved_image(fake_engine, make_user, teacher, desktop, api_client):
-    mine = make_saved_image(teacher, "my-desktop", kind="display", title="My desktop")
-    tool = make_saved_image(teacher, "my-tool", title="My tool")
+def approved(image: Image, admin) -> Image:
+    """What admin_catalog.approve leaves: the request approved, its catalog entry made."""
+    entry = Image.objects.create(
+        slug=f"published-{image.pk}", reference=image.reference, kind=image.kind, title=image.title
+    )
+    PublishRequest.objects.create(
+        image=image, requested_by=image.owner, state="approved", reviewer=admin, published=entry
+    )
+    return image
+
+
+def test_a_broadcast_of_the_teachers_own_reviewed_image(
+    fake_engine, make_user, teacher, desktop, api_client, admin_user
+):
+    mine = approved(make_saved_image(teacher, "my-desktop", kind="display", title="My desktop"), admin_user)
+    tool = approved(make_saved_image(teacher, "my-tool", title="My tool"), admin_user)
     room = make_class(make_user, teacher, "Zeta", 2)
     sent = classrooms.broadcast(room, teacher, "teach/my-desktop:1", ["teach/my-tool:1"])
     assert set(states(sent).values()) == {"running"}

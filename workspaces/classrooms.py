@@ -19,13 +19,16 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import lifecycle, refusals
+from . import audit, lifecycle, refusals
 from .catalog import launchable
 from .events import class_group, publish_group
 from .models import (
     ACTIVE_STATES,
     Broadcast,
     Classroom,
+    Image,
+    PublishRequest,
+    ReviewState,
     Role,
     Seat,
     SeatState,
@@ -33,6 +36,7 @@ from .models import (
     Workspace,
     WorkspaceState,
 )
+from .teaching import end_class_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,29 @@ def usernames_from_csv(text: str) -> list[str]:
     return [row[0].strip() for row in rows]
 
 
+def _check_size(classroom: Classroom, adding: int, counting_invited: bool) -> None:
+    """OverLimit when ``adding`` more would pass LATTICE_CLASSROOM_MAX_STUDENTS.
+
+    Invitations count too when a teacher invites, so a class can never be
+    sent more invitations than it could ever have members.
+    """
+    limit = settings.LATTICE_CLASSROOM_MAX_STUDENTS
+    have = classroom.students.count()
+    if counting_invited:
+        have += classroom.invited.exclude(pk__in=classroom.students.values("pk")).count()
+    if have + adding > limit:
+        raise ClassFull(
+            f"{classroom.name} would have {have + adding} students; the most a class may have is {limit} "
+            "(LATTICE_CLASSROOM_MAX_STUDENTS). Split the class, or ask an administrator."
+        )
+
+
+class ClassFull(refusals.OverLimit):
+    """The class is at LATTICE_CLASSROOM_MAX_STUDENTS (HTTP 429)."""
+
+
 def create(teacher: User, name: str, usernames: Iterable[str] = ()) -> Classroom:
+    """A new class of this teacher's; the students named are invited, not added."""
     name = (name or "").strip()
     if not name:
         raise ClassroomError("Give the classroom a name.")
@@ -75,14 +101,41 @@ def create(teacher: User, name: str, usernames: Iterable[str] = ()) -> Classroom
     with transaction.atomic():
         classroom = Classroom.objects.create(name=name[:80])
         classroom.teachers.add(teacher)
-        classroom.students.add(*students)
+        invite(classroom, teacher, students)
     return classroom
 
 
-def add_students(classroom: Classroom, usernames: Iterable[str]) -> list[User]:
+def invite(classroom: Classroom, teacher: User, students: list[User]) -> list[User]:
+    """Invite students: they become members only when they accept (members are skipped)."""
+    members = set(classroom.students.values_list("pk", flat=True))
+    already = set(classroom.invited.values_list("pk", flat=True))
+    new = [s for s in students if s.pk not in members and s.pk not in already]
+    _check_size(classroom, len(new), counting_invited=True)
+    classroom.invited.add(*new)
+    for student in new:
+        audit.record(audit.INVITE, actor=teacher, subject=student, classroom=classroom)
+    return new
+
+
+def add_students(classroom: Classroom, teacher: User, usernames: Iterable[str]) -> list[User]:
+    """A teacher's "add students" (names or CSV): invitations."""
+    return invite(classroom, teacher, students_by_name(usernames))
+
+
+def place(classroom: Classroom, admin: User, usernames: Iterable[str]) -> list[User]:
+    """An admin puts students in the class directly (no invitation to accept)."""
+    if admin.role != Role.ADMIN:
+        raise refusals.Forbidden("Only an administrator places students in a class.")
     students = students_by_name(usernames)
-    classroom.students.add(*students)
-    return students
+    with transaction.atomic():
+        members = set(classroom.students.values_list("pk", flat=True))
+        new = [s for s in students if s.pk not in members]
+        _check_size(classroom, len(new), counting_invited=False)
+        classroom.students.add(*new)
+        classroom.invited.remove(*new)
+        for student in new:
+            audit.record(audit.PLACE, actor=admin, subject=student, classroom=classroom)
+    return new
 
 
 def add_teacher(classroom: Classroom, username: str) -> User:
@@ -93,13 +146,57 @@ def add_teacher(classroom: Classroom, username: str) -> User:
     return user
 
 
+def _become_member(classroom: Classroom, student: User, action: str) -> None:
+    if student.role != Role.STUDENT:
+        raise ClassroomError("Only student accounts join classrooms.")
+    with transaction.atomic():
+        if not classroom.students.filter(pk=student.pk).exists():
+            _check_size(classroom, 1, counting_invited=False)
+            classroom.students.add(student)
+            audit.record(action, actor=student, subject=student, classroom=classroom)
+        classroom.invited.remove(student)
+
+
 def join(student: User, code: str) -> Classroom:
     classroom = Classroom.objects.filter(join_code=(code or "").strip().upper()).first()
     if classroom is None:
         raise ClassroomError("That join code does not match a classroom. Check it with your teacher.")
     if student.role != Role.STUDENT:
         raise ClassroomError("Only student accounts join classrooms with a code.")
-    classroom.students.add(student)
+    _become_member(classroom, student, audit.JOIN)
+    return classroom
+
+
+def invitation(student: User, pk: int) -> Classroom:
+    """A class that invited this student (404 for any other)."""
+    classroom = student.invitations.filter(pk=pk).first()
+    if classroom is None:
+        raise refusals.Missing("No invitation to that classroom.")
+    return classroom
+
+
+def accept(student: User, pk: int) -> Classroom:
+    classroom = invitation(student, pk)
+    _become_member(classroom, student, audit.ACCEPT)
+    return classroom
+
+
+def decline(student: User, pk: int) -> None:
+    classroom = invitation(student, pk)
+    classroom.invited.remove(student)
+    audit.record(audit.DECLINE, actor=student, subject=student, classroom=classroom)
+
+
+def leave(student: User, pk: int) -> Classroom:
+    """The student leaves: every view or control of their screens through this class ends now."""
+    classroom = student.classrooms.filter(pk=pk).first()
+    if classroom is None:
+        raise refusals.Missing("You are not in that classroom.")
+    classroom.students.remove(student)
+    audit.record(audit.LEAVE, actor=student, subject=student, classroom=classroom)
+    ids = Seat.objects.filter(broadcast__classroom=classroom, student=student, workspace__isnull=False)
+    for workspace in Workspace.objects.filter(pk__in=ids.values("workspace_id")):
+        end_class_sessions(workspace, classroom, reason="the student left the class")
     return classroom
 
 
@@ -122,10 +219,14 @@ def broadcast(
     # The teacher picks from what they may launch (the catalog and their own
     # saved images); the students get it because the teacher sent it.
     display_image, app_images = lifecycle.pick_images(launchable(teacher), display, apps)
+    check_reviewed([display_image, *app_images])
     files = check_files_path(files)
+    # Members only: an invited student who has not accepted gets nothing, not even a seat.
     students = list(classroom.students.all())
     if not students:
-        raise ClassroomError("The classroom has no students yet: add some first.")
+        raise ClassroomError(
+            "The classroom has no members yet: students join with the code or accept your invitation."
+        )
     with transaction.atomic():
         sent = Broadcast.objects.create(
             classroom=classroom, teacher=teacher, display=display_image, files=files
@@ -134,6 +235,35 @@ def broadcast(
         Seat.objects.bulk_create([Seat(broadcast=sent, student=s) for s in students])
         transaction.on_commit(lambda: run_broadcast.delay(sent.pk))
     return sent
+
+
+class NotReviewed(refusals.Forbidden):
+    """A saved image no admin approved, sent to a class (HTTP 403)."""
+
+
+def check_reviewed(images: list[Image]) -> None:
+    """A teacher's own saved image goes to students only once an admin approved it.
+
+    Unless the site allows unreviewed images in classes
+    (LATTICE_CLASSES_ALLOW_UNREVIEWED_IMAGES): a saved image is whatever its
+    owner installed, and a class puts it in front of every student.
+    """
+    if settings.LATTICE_CLASSES_ALLOW_UNREVIEWED_IMAGES:
+        return
+    saved = [image for image in images if image.owner_id is not None]
+    approved = set(
+        PublishRequest.objects.filter(
+            image__in=saved, state=ReviewState.APPROVED, published__isnull=False
+        ).values_list("image_id", flat=True)
+    )
+    unreviewed = [image.slug for image in saved if image.pk not in approved]
+    if unreviewed:
+        what = "is your own saved image" if len(unreviewed) == 1 else "are your own saved images"
+        raise NotReviewed(
+            f"{', '.join(unreviewed)} {what}, not reviewed: an admin must review a saved image before "
+            "it goes to a class. Submit it for publishing from its page; once an administrator "
+            "approves it, you can send it."
+        )
 
 
 # --- starting seats ---------------------------------------------------------------
@@ -300,6 +430,13 @@ def retry(seat: Seat) -> Seat:
     old = seat.workspace
     if seat.state != SeatState.FAILED:
         raise lifecycle.WrongState("Only a failed student's start can be retried.")
+    limit = settings.LATTICE_SEAT_MAX_ATTEMPTS
+    if seat.attempts >= limit:
+        raise lifecycle.WrongState(
+            f"{seat.student.username}'s start was tried {seat.attempts} times, the most allowed "
+            f"(LATTICE_SEAT_MAX_ATTEMPTS={limit}): look at why it fails (the message above), "
+            "or broadcast again."
+        )
     if old is not None and not old.deleting and old.state == WorkspaceState.RUNNING:
         # It came up after all (e.g. the student started it): nothing to start.
         move_seat(seat, [SeatState.FAILED], state=SeatState.RUNNING, message="Running")

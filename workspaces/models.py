@@ -259,7 +259,11 @@ class Classroom(models.Model):
     name = models.CharField(max_length=80)
     join_code = models.CharField(max_length=16, unique=True, default=new_join_code)
     teachers = models.ManyToManyField(User, related_name="teaching")
+    # Members: a student is one only by their own act (accepting an
+    # invitation, joining with the code) or an admin's placement.
     students = models.ManyToManyField(User, related_name="classrooms", blank=True)
+    # Invited by a teacher, not yet accepted: they get nothing of the class.
+    invited = models.ManyToManyField(User, related_name="invitations", blank=True)
     # False (an exam): the class's broadcast workspaces get no internet.
     internet = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -383,3 +387,66 @@ class DataSnapshot(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class AuditQuerySet(models.QuerySet):
+    """No bulk change: the log is append-only (rows are added, never updated or deleted)."""
+
+    def update(self, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events are never changed.")
+
+    def delete(self):
+        raise AuditLogIsAppendOnly("Audit events are never deleted.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise AuditLogIsAppendOnly("Audit events are never changed.")
+
+
+class AuditLogIsAppendOnly(Exception):
+    """Something tried to change or delete an audit event."""
+
+
+_KEPT = {"on_delete": models.DO_NOTHING, "db_constraint": False}
+
+
+class AuditEvent(models.Model):
+    """The site's audit log: who did what to whom, when. Append-only.
+
+    Generic by design: ``action`` is a dotted name ("screen.session.start",
+    "classroom.accept", …) and ``detail`` holds what is particular to it, so
+    any later feature logs here rather than in a table of its own. Names are
+    copied beside the foreign keys so that a row still says who it was after
+    a user, workspace or classroom is gone.
+    """
+
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    # DO_NOTHING without a database constraint: deleting a user, workspace or
+    # classroom never touches a row; the names beside the keys still say who.
+    actor = models.ForeignKey(User, null=True, blank=True, related_name="+", **_KEPT)
+    actor_name = models.CharField(max_length=150, blank=True)
+    subject = models.ForeignKey(User, null=True, blank=True, related_name="+", **_KEPT)
+    subject_name = models.CharField(max_length=150, blank=True)
+    # How a screen was reached (view, control, grid, demo); empty when that means nothing.
+    mode = models.CharField(max_length=16, blank=True)
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, related_name="+", **_KEPT)
+    classroom = models.ForeignKey(Classroom, null=True, blank=True, related_name="+", **_KEPT)
+    detail = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.subject_name}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None or not self._state.adding:
+            raise AuditLogIsAppendOnly("Audit events are never changed.")
+        self.actor_name = self.actor_name or (self.actor.username if self.actor else "")
+        self.subject_name = self.subject_name or (self.subject.username if self.subject else "")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events are never deleted.")

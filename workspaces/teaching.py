@@ -19,67 +19,133 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 
-from . import display_tokens, lifecycle, refusals
+from django.db import transaction
+
+from . import audit, display_tokens, lifecycle, refusals
 from .events import publish, publish_group, user_group
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
 
 DEMO_KEY = "lattice:demo:"
 CONTROL_KEY = "lattice:control:"
 NOTICES_KEY = "lattice:notices:"
-# A control session lives while its page renews it (viewer.js does every
-# 30 seconds); one whose page went away without a word ends by itself, and its
-# connections with it, so the student's notice never outlasts the control
-# nor the control the notice.
+# A session (control, view, or the class grid's thumbnails) lives while its
+# page renews it (viewer.js every 30 seconds, the grid with every picture);
+# one whose page went away without a word ends by itself, and its
+# connections with it, so the student's indicator never outlasts the session
+# nor the session the indicator.
 CONTROL_TTL = 90
 NOTICE_TTL = 24 * 3600
 SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# How someone reaches a student's screen, strongest first.
+CONTROL, VIEW, GRID = "control", "view", "grid"
+MODES = (CONTROL, VIEW, GRID)
 
 
 class BadSession(refusals.BadInput):
     """A control session id that is not ours (HTTP 400)."""
 
 
-# --- take control ---------------------------------------------------------------
+# --- watching and controlling a student's screen ------------------------------------
+#
+# One sorted set per screen holds every session on it (member -> when it
+# expires): who, which page, how (control, view, grid) and through which
+# class. The student's indicator is computed from it; every session's start
+# and end is written to the audit log.
 
 
-def _control_member(session: str, teacher: str) -> str:
-    return json.dumps([session, teacher])
+@dataclass(frozen=True)
+class Session:
+    session: str
+    teacher: str
+    mode: str
+    classroom: int | None
+
+    @property
+    def member(self) -> str:
+        return json.dumps([self.session, self.teacher, self.mode, self.classroom])
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Session:
+        session, teacher, mode, classroom = json.loads(raw)
+        return cls(session, teacher, mode, classroom)
 
 
 def _control_key(workspace_id: int) -> str:
-    """The sorted set of a screen's control sessions (member -> when it expires)."""
+    """The sorted set of a screen's sessions (member -> when it expires)."""
     return f"{CONTROL_KEY}{workspace_id}"
 
 
-def _end_expired(client, workspace_id: int) -> int:
-    """End the screen's control sessions that expired, connections and all; how many this call ended."""
-    key = _control_key(workspace_id)
-    ended = 0
-    for member in client.zrangebyscore(key, "-inf", time.time()):
-        session, teacher = json.loads(member)
-        display_tokens.revoke_scope(client, _scope(workspace_id, teacher, session))
-        ended += client.zrem(key, member)
-    return ended
+def _scope(workspace_id: int, teacher: str, session: str, mode: str = CONTROL) -> str:
+    return f"{mode}:{workspace_id}:{teacher}:{session}"
 
 
-def _controllers(client, workspace_id: int) -> list[str]:
-    """Who controls the screen now; sessions that expired are ended first."""
-    _end_expired(client, workspace_id)
-    return sorted({json.loads(m)[1] for m in client.zrange(_control_key(workspace_id), 0, -1)})
-
-
-def _scope(workspace_id: int, teacher: str, session: str) -> str:
-    return f"control:{workspace_id}:{teacher}:{session}"
+def session_scope(workspace: Workspace, teacher: User, session: str, mode: str) -> str:
+    """The display-token scope of one session: ending it closes its connections."""
+    return _scope(workspace.pk, teacher.username, check_session(session), mode)
 
 
 def control_scope(workspace: Workspace, teacher: User, session: str) -> str:
-    """The display-token scope of one control session: ending it closes its connections."""
-    return _scope(workspace.pk, teacher.username, check_session(session))
+    return session_scope(workspace, teacher, session, CONTROL)
+
+
+def _ended(client, workspace_id: int, ended: list[Session], reason: str) -> None:
+    """What follows a session's end: its connections close, the log says so, a control rotates passwords."""
+    workspace = Workspace.objects.filter(pk=workspace_id).select_related("owner").first()
+    for one in ended:
+        display_tokens.revoke_scope(client, _scope(workspace_id, one.teacher, one.session, one.mode))
+        _log(audit.SESSION_END, workspace, one, workspace_id, reason=reason)
+    if workspace is not None and any(one.mode == CONTROL for one in ended):
+        # The teacher's page held the full-control password: it opens nothing from now on.
+        rotate_vnc_passwords(workspace)
+
+
+def _log(action: str, workspace: Workspace | None, one: Session, workspace_id: int, **detail) -> None:
+    audit.record(
+        action,
+        actor=User.objects.filter(username=one.teacher).first(),
+        actor_name=one.teacher,
+        subject=workspace.owner if workspace is not None else None,
+        mode=one.mode,
+        workspace=workspace,
+        classroom=one.classroom,
+        session=one.session,
+        workspace_id=workspace_id,
+        **detail,
+    )
+
+
+def _remove(client, workspace_id: int, members: list[Session], reason: str) -> int:
+    """End these sessions (those still there); how many this call ended."""
+    key = _control_key(workspace_id)
+    ended = [one for one in members if client.zrem(key, one.member)]
+    if ended:
+        _ended(client, workspace_id, ended, reason)
+    return len(ended)
+
+
+def _end_expired(client, workspace_id: int) -> int:
+    """End the screen's sessions that expired, connections and all; how many this call ended."""
+    expired = [
+        Session.parse(m) for m in client.zrangebyscore(_control_key(workspace_id), "-inf", time.time())
+    ]
+    return _remove(client, workspace_id, expired, "not renewed") if expired else 0
+
+
+def _sessions(client, workspace_id: int) -> list[Session]:
+    """Every live session on the screen; sessions that expired are ended first."""
+    _end_expired(client, workspace_id)
+    return [Session.parse(m) for m in client.zrange(_control_key(workspace_id), 0, -1)]
+
+
+def _controllers(client, workspace_id: int) -> list[str]:
+    """Who controls the screen now."""
+    return sorted({one.teacher for one in _sessions(client, workspace_id) if one.mode == CONTROL})
 
 
 def expire_control_sessions() -> int:
-    """End control sessions whose page stopped renewing them; how many screens changed."""
+    """End sessions whose page stopped renewing them; how many screens changed."""
     client = lifecycle.redis_client()
     changed = 0
     for raw in client.scan_iter(match=_control_key("*")):
@@ -87,7 +153,7 @@ def expire_control_sessions() -> int:
         if _end_expired(client, workspace_id):
             workspace = Workspace.objects.filter(pk=workspace_id).first()
             if workspace is not None:
-                _announce_control(workspace, _controllers(client, workspace_id))
+                _announce(workspace, _sessions(client, workspace_id))
             changed += 1
     return changed
 
@@ -102,26 +168,68 @@ def check_session(session: str) -> str:
     return session
 
 
-def start_control(teacher: User, workspace: Workspace, session: str = "api") -> None:
-    """Tell the student, visibly, that a teacher controls their screen.
+def start_session(
+    teacher: User, workspace: Workspace, mode: str, session: str = "api", classroom: Classroom | None = None
+) -> None:
+    """Start (or renew) one page's session on a student's screen; the student sees it at once.
 
-    Each viewer page is one session (a reconnect renews it): the notice lasts
-    while any session does, so closing one of two teacher tabs ends nothing.
+    Each page is one session (a reconnect or a renewal extends it): the
+    indicator lasts while any session does, so closing one of two teacher
+    tabs ends nothing.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
     client = lifecycle.redis_client()
     key = _control_key(workspace.pk)
-    client.zadd(key, {_control_member(check_session(session), teacher.username): time.time() + CONTROL_TTL})
+    one = Session(check_session(session), teacher.username, mode, classroom.pk if classroom else None)
+    added = client.zadd(key, {one.member: time.time() + CONTROL_TTL})
+    if added:
+        _log(audit.SESSION_START, workspace, one, workspace.pk)
     # The set outlives its members, so an expired session is still found and ended.
     client.expire(key, 24 * 3600)
-    _announce_control(workspace, _controllers(client, workspace.pk))
+    if _end_expired(client, workspace.pk) or added:  # a renewal changes nothing the student sees
+        _announce(workspace, _sessions(client, workspace.pk))
+
+
+def end_session(
+    workspace: Workspace,
+    teacher: User,
+    session: str = "api",
+    mode: str | None = None,
+    reason: str = "released",
+) -> None:
+    """End one page's session(s) (in ``mode``, or any), and their connections."""
+    client = lifecycle.redis_client()
+    check_session(session)
+    mine = [
+        one
+        for one in _sessions(client, workspace.pk)
+        if one.teacher == teacher.username and one.session == session and mode in (None, one.mode)
+    ]
+    _remove(client, workspace.pk, mine, reason)
+    # A connection of this session whose set member expired still closes.
+    for each in [mode] if mode else MODES:
+        display_tokens.revoke_scope(client, _scope(workspace.pk, teacher.username, session, each))
+    _announce(workspace, _sessions(client, workspace.pk))
+
+
+def end_class_sessions(workspace: Workspace, classroom: Classroom, reason: str) -> int:
+    """End every session on this screen that came through this class (the student left it)."""
+    client = lifecycle.redis_client()
+    through = [one for one in _sessions(client, workspace.pk) if one.classroom == classroom.pk]
+    ended = _remove(client, workspace.pk, through, reason)
+    _announce(workspace, _sessions(client, workspace.pk))
+    return ended
+
+
+def start_control(
+    teacher: User, workspace: Workspace, session: str = "api", classroom: Classroom | None = None
+) -> None:
+    start_session(teacher, workspace, CONTROL, session, classroom)
 
 
 def end_control(workspace: Workspace, teacher: User, session: str = "api") -> None:
-    """End one session, and its connections; the student hears who still controls their screen."""
-    client = lifecycle.redis_client()
-    client.zrem(_control_key(workspace.pk), _control_member(check_session(session), teacher.username))
-    display_tokens.revoke_scope(client, control_scope(workspace, teacher, session))
-    _announce_control(workspace, _controllers(client, workspace.pk))
+    end_session(workspace, teacher, session, CONTROL)
 
 
 def controlled_by(workspace: Workspace) -> str | None:
@@ -129,25 +237,51 @@ def controlled_by(workspace: Workspace) -> str | None:
     return ", ".join(names) or None
 
 
-def _control_notice(workspace: Workspace, names: list[str]) -> dict:
-    if names:
+def watched_by(workspace: Workspace) -> dict[str, list[str]]:
+    """Who reaches the screen now, by mode (only modes someone uses)."""
+    sessions = _sessions(lifecycle.redis_client(), workspace.pk)
+    found = {mode: sorted({one.teacher for one in sessions if one.mode == mode}) for mode in MODES}
+    return {mode: names for mode, names in found.items() if names}
+
+
+def _who(names: list[str]) -> str:
+    return f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'}"
+
+
+def _control_notice(workspace: Workspace, sessions: list[Session]) -> dict:
+    by_mode = {mode: sorted({one.teacher for one in sessions if one.mode == mode}) for mode in MODES}
+    said = {
+        CONTROL: lambda names: f"{_who(names)} controlling your screen.",
+        VIEW: lambda names: f"{_who(names)} watching your screen.",
+        GRID: lambda names: f"Your teacher can see your screen in the class grid ({', '.join(names)}).",
+    }
+    shown = [mode for mode in MODES if by_mode[mode]]
+    if shown:
         return {
             "type": "control",
             "active": True,
-            "by": ", ".join(names),
+            "by": ", ".join(sorted({one.teacher for one in sessions})),
+            "mode": shown[0],
             "workspace": workspace.pk,
-            "message": f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} controlling your screen.",
+            "message": " ".join(said[mode](by_mode[mode]) for mode in shown),
         }
     return {
         "type": "control",
         "active": False,
         "workspace": workspace.pk,
-        "message": "Your teacher no longer controls your screen.",
+        "message": "Your teacher no longer controls your screen, nor watches it.",
     }
 
 
-def _announce_control(workspace: Workspace, names: list[str]) -> None:
-    publish(workspace.owner_id, _control_notice(workspace, names))
+def _announce(workspace: Workspace, sessions: list[Session]) -> None:
+    publish(workspace.owner_id, _control_notice(workspace, sessions))
+
+
+def rotate_vnc_passwords(workspace: Workspace) -> None:
+    """New VNC passwords for the screen, once the current transaction commits (the worker applies them)."""
+    from .tasks import rotate_vnc_passwords as rotate
+
+    transaction.on_commit(lambda: rotate.delay(workspace.pk))
 
 
 # --- a broadcast opened a workspace ---------------------------------------------
@@ -187,9 +321,9 @@ def pending(user: User) -> dict:
         client.hdel(key, *gone)  # stopped or deleted since: nothing left to open
     control = []
     for ws in running.values():
-        names = _controllers(client, ws.pk)
-        if names:
-            control.append(_control_notice(ws, names))
+        sessions = _sessions(client, ws.pk)
+        if sessions:
+            control.append(_control_notice(ws, sessions))
     demos = [
         _demo_event(classroom, active=True)
         for classroom in user.classrooms.all()
@@ -216,10 +350,14 @@ def start_demo(classroom: Classroom, workspace: Workspace) -> None:
 
 def end_demo(classroom: Classroom) -> None:
     client = lifecycle.redis_client()
+    shown = demo_workspace(classroom)
     client.delete(f"{DEMO_KEY}{classroom.pk}")
     # The students' demo tokens, and their open connections, end here; the
     # teacher's own connections to the workspace are not in the scope and stay.
     display_tokens.revoke_scope(client, demo_scope(classroom))
+    if shown is not None:
+        # The whole class had its view-only password: it opens nothing from now on.
+        rotate_vnc_passwords(shown)
     _announce_demo(classroom, active=False)
 
 

@@ -4,7 +4,7 @@
 // Each student has one card, built once and updated in place. A running
 // screen's picture refreshes on its own timer (every few seconds, only while
 // this tab is visible), never because some other student's progress moved.
-import { api, onEvent, showProgress } from "./api.js";
+import { api, csrfToken, onEvent, showProgress } from "./api.js";
 
 const root = document.getElementById("classroom");
 const classroomId = Number(root.dataset.classroom);
@@ -19,7 +19,17 @@ const SHOWN = { pending: "starting", starting: "starting", running: "running", s
 const LABELS = { idle: "no workspace", queued: "queued", starting: "starting", running: "running", stopped: "stopped", failed: "failed" };
 
 const studentPath = (username) => `/classrooms/${classroomId}/students/${encodeURIComponent(username)}/`;
-const thumbnailUrl = (username) => `/api/classrooms/${classroomId}/students/${encodeURIComponent(username)}/thumbnail.png`;
+// This page is one grid session: every picture it asks for renews it, and
+// each student whose picture it shows is told "your teacher can see your
+// screen in the class grid" until the page goes away or hides.
+const gridSession = `grid-${crypto.getRandomValues(new Uint32Array(2)).join("-")}`;
+const thumbnailUrl = (username) => `/api/classrooms/${classroomId}/students/${encodeURIComponent(username)}/thumbnail.png?session=${gridSession}`;
+function releaseGrid() {
+  const form = new FormData();
+  form.append("csrfmiddlewaretoken", csrfToken());
+  navigator.sendBeacon(`/api/classrooms/${classroomId}/grid/release/?session=${gridSession}`, form);
+}
+window.addEventListener("pagehide", releaseGrid);
 
 function idle(username) {
   return { username, state: "idle", message: "No workspace yet", progress: 0, workspace: null };
@@ -126,7 +136,7 @@ function loadThumb(card) {
     if (!card.img.getAttribute("src")) card.placeholder.textContent = "No picture yet; trying again…";
     scheduleThumb(card, THUMB_EVERY_MS * 2);
   };
-  next.src = `${thumbnailUrl(card.seat.username)}?t=${Date.now()}`;
+  next.src = `${thumbnailUrl(card.seat.username)}&t=${Date.now()}`;
 }
 
 document.addEventListener("visibilitychange", () => {
@@ -138,6 +148,8 @@ document.addEventListener("visibilitychange", () => {
       card.timer = null;
     }
   }
+  // Hidden, the grid shows nobody: the students stop being told they are seen.
+  if (document.visibilityState !== "visible") releaseGrid();
 });
 
 async function retry(card) {

@@ -1,13 +1,14 @@
 // What the class's teacher does that a student must see, on every page: a
-// workspace a broadcast opened for them, a teacher controlling their screen,
-// a demo. The server keeps each until it is over (GET /api/notices/), so a
+// workspace a broadcast opened for them, anyone watching or controlling their
+// screen (a large view, the class grid's pictures, control: the banner lasts
+// exactly as long as the session on the server), a demo. The server keeps each until it is over (GET /api/notices/), so a
 // reload, or a page whose live socket connects a moment late, still shows it.
 import { api, onEvent } from "./api.js";
 
 const area = Object.assign(document.createElement("div"), { className: "toast-area" });
 document.body.append(area);
 const notices = new Map(); // notice id -> its element
-const controls = new Map(); // workspace id -> "… is controlling your screen."
+const controls = new Map(); // workspace id -> { message, mode } ("teach is watching your screen.")
 let banner = null;
 let leaving = false;
 
@@ -59,8 +60,10 @@ function showNotice(notice) {
 }
 
 function showControl() {
-  const messages = [...new Set(controls.values())];
-  document.body.classList.toggle("controlled", messages.length > 0);
+  const shown = [...controls.values()];
+  const messages = [...new Set(shown.map((c) => c.message))];
+  document.body.classList.toggle("controlled", shown.some((c) => c.mode === "control"));
+  document.body.classList.toggle("watched", messages.length > 0);
   if (!messages.length) {
     banner?.remove();
     banner = null;
@@ -70,6 +73,7 @@ function showControl() {
     banner = Object.assign(document.createElement("div"), { className: "control-banner", role: "alert" });
     document.body.append(banner);
   }
+  banner.dataset.mode = shown.some((c) => c.mode === "control") ? "control" : "view";
   banner.textContent = messages.join(" ");
 }
 
@@ -87,7 +91,7 @@ async function refresh() {
     return; // the live events still arrive; the next (re)connection asks again
   }
   controls.clear();
-  for (const control of pending.control) controls.set(control.workspace, control.message);
+  for (const control of pending.control) controls.set(control.workspace, control);
   showControl();
   const ids = new Set(pending.notices.map((notice) => notice.id));
   for (const [id, item] of notices) {
@@ -104,7 +108,7 @@ onEvent("notice", showNotice);
 
 onEvent("control", (event) => {
   const was = controls.has(event.workspace);
-  if (event.active) controls.set(event.workspace, event.message);
+  if (event.active) controls.set(event.workspace, event);
   else controls.delete(event.workspace);
   showControl();
   if (!event.active && was) toast(event.message);

@@ -12,9 +12,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import classrooms, jobs, lifecycle, refusals, teaching, thumbnails
-from ..models import Broadcast, Classroom, Role, Seat, Workspace
+from ..models import AuditEvent, Broadcast, Classroom, Role, Seat, Workspace
+from .admin_catalog import IsAdminRole
 from .auth import JobSerializer
 from .workspaces import token_response
+
+
+class AdminsOnly(IsAdminRole):
+    message = "Only administrators may do this."
 
 
 def _taught(request: Request, pk: int) -> Classroom:
@@ -23,15 +28,21 @@ def _taught(request: Request, pk: int) -> Classroom:
 
 
 class ClassroomSerializer(serializers.ModelSerializer):
+    """A class as its teachers see it: members, and the invited who have not accepted yet."""
+
     teachers = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
     students = serializers.SerializerMethodField()
+    invited = serializers.SerializerMethodField()
 
     class Meta:
         model = Classroom
-        fields = ["id", "name", "join_code", "teachers", "students", "created"]
+        fields = ["id", "name", "join_code", "teachers", "students", "invited", "created"]
 
     def get_students(self, classroom: Classroom) -> list[str]:
         return sorted(s.username for s in classroom.students.all())
+
+    def get_invited(self, classroom: Classroom) -> list[str]:
+        return sorted(s.username for s in classroom.invited.all())
 
 
 class StudentClassroomSerializer(serializers.ModelSerializer):
@@ -76,19 +87,69 @@ class AddStudents(serializers.Serializer):
     csv = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+def _names(request: Request) -> list[str]:
+    body = AddStudents(data=request.data)
+    body.is_valid(raise_exception=True)
+    names = body.validated_data["students"] + classrooms.usernames_from_csv(body.validated_data["csv"])
+    if not names:
+        raise serializers.ValidationError({"detail": "Name at least one student, or upload a CSV."})
+    return names
+
+
 class ClassroomStudents(APIView):
-    """Add students by username, or from a CSV whose first column is the username."""
+    """Invite students by username, or from a CSV whose first column is the username.
+
+    They become members when they accept (or join with the code); until then
+    they are listed as invited and get nothing of the class.
+    """
 
     @extend_schema(request=AddStudents, responses=ClassroomSerializer)
     def post(self, request: Request, pk: int) -> Response:
         classroom = _taught(request, pk)
-        body = AddStudents(data=request.data)
-        body.is_valid(raise_exception=True)
-        names = body.validated_data["students"] + classrooms.usernames_from_csv(body.validated_data["csv"])
-        if not names:
-            raise serializers.ValidationError({"detail": "Name at least one student, or upload a CSV."})
-        classrooms.add_students(classroom, names)
+        classrooms.add_students(classroom, request.user, _names(request))
         return Response(ClassroomSerializer(classroom).data)
+
+
+class PlaceStudents(APIView):
+    """An admin puts students in any class directly: members at once, no invitation."""
+
+    permission_classes = [AdminsOnly]
+
+    @extend_schema(request=AddStudents, responses=ClassroomSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        classroom = get_object_or_404(Classroom, pk=pk)
+        classrooms.place(classroom, request.user, _names(request))
+        return Response(ClassroomSerializer(classroom).data)
+
+
+class Invitations(APIView):
+    """The classes that invited this student and wait for their answer."""
+
+    @extend_schema(responses=StudentClassroomSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(StudentClassroomSerializer(request.user.invitations.all(), many=True).data)
+
+
+class AcceptInvitation(APIView):
+    @extend_schema(request=None, responses=StudentClassroomSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        return Response(StudentClassroomSerializer(classrooms.accept(request.user, pk)).data)
+
+
+class DeclineInvitation(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, pk: int) -> Response:
+        classrooms.decline(request.user, pk)
+        return Response(status=204)
+
+
+class LeaveClassroom(APIView):
+    """A student leaves a class: its teachers' views and control of their screens end now."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, pk: int) -> Response:
+        classrooms.leave(request.user, pk)
+        return Response(status=204)
 
 
 class AddTeacher(serializers.Serializer):
@@ -227,45 +288,65 @@ def _control_session(request: Request) -> str:
     return request.query_params.get("session") or body.get("session") or "api"
 
 
+def _screen(request: Request, pk: int, username: str) -> tuple[Classroom, Workspace]:
+    """A member's screen in a class this user teaches (404 for anyone else, or anyone who left)."""
+    classroom = _taught(request, pk)
+    return classroom, classrooms.student_workspace(classroom, username)
+
+
 def _student_workspace(request: Request, pk: int, username: str) -> Workspace:
-    return classrooms.student_workspace(_taught(request, pk), username)
+    return _screen(request, pk, username)[1]
 
 
 class StudentScreenToken(APIView):
-    """A teacher's token to one student's screen; control mode shows the student a notice."""
+    """A teacher's token to one student's screen: view or control, one session, which the student sees."""
 
     @extend_schema(request=ScreenToken)
     def post(self, request: Request, pk: int, username: str) -> Response:
-        workspace = _student_workspace(request, pk, username)
+        classroom, workspace = _screen(request, pk, username)
         body = ScreenToken(data=request.data)
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
         session = teaching.check_session(_control_session(request))
-        # A control connection belongs to its session: releasing that closes it.
-        scopes = (teaching.control_scope(workspace, request.user, session),) if mode == "control" else ()
-        token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes)
-        if mode == "control":
-            teaching.start_control(request.user, workspace, session)
+        # A connection belongs to its session: ending that (release, expiry, the student leaving) closes it.
+        scopes = (teaching.session_scope(workspace, request.user, session, mode),)
+        token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes, user=request.user)
+        teaching.start_session(request.user, workspace, mode, session, classroom)
         return Response(token_response(request, token, password, mode))
 
 
 class ReleaseControl(APIView):
-    """End one control session (?session=, as the viewer page sends it when it closes)."""
+    """End one page's session, view or control (?session=, as the viewer page sends it when it closes)."""
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
         workspace = _student_workspace(request, pk, username)
-        teaching.end_control(workspace, request.user, _control_session(request))
+        teaching.end_session(workspace, request.user, _control_session(request))
         return Response(status=204)
 
 
 class RenewControl(APIView):
-    """Keep one control session alive: the viewer page calls it every 30 seconds."""
+    """Keep one session alive (?session=, ?mode=view|control, default control): the viewer page calls it every 30 s."""
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int, username: str) -> Response:
-        workspace = _student_workspace(request, pk, username)
-        teaching.start_control(request.user, workspace, _control_session(request))
+        classroom, workspace = _screen(request, pk, username)
+        mode = request.query_params.get("mode", teaching.CONTROL)
+        if mode not in (teaching.CONTROL, teaching.VIEW):
+            raise serializers.ValidationError({"detail": "mode is view or control."})
+        teaching.start_session(request.user, workspace, mode, _control_session(request), classroom)
+        return Response(status=204)
+
+
+class ReleaseGrid(APIView):
+    """The grid page closed (?session=): the students stop being shown as seen in the grid."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, pk: int) -> Response:
+        classroom = _taught(request, pk)
+        session = teaching.check_session(_control_session(request))
+        for workspace in classrooms.class_workspaces(classroom).filter(owner__in=classroom.students.all()):
+            teaching.end_session(workspace, request.user, session, teaching.GRID)
         return Response(status=204)
 
 
@@ -274,9 +355,11 @@ class StudentThumbnail(APIView):
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, pk: int, username: str) -> HttpResponse:
-        workspace = _student_workspace(request, pk, username)
+        classroom, workspace = _screen(request, pk, username)
         if workspace.state != "running":
             raise refusals.Conflict(f"{username}'s workspace is {workspace.state}.")
+        # Seeing the picture is watching: the student is told while the grid asks for it.
+        teaching.start_session(request.user, workspace, teaching.GRID, _control_session(request), classroom)
         png = thumbnails.picture(workspace.pk)
         if png is None:
             raise refusals.Unavailable(
@@ -334,3 +417,33 @@ class DismissNotice(APIView):
     def delete(self, request: Request, pk: int) -> Response:
         teaching.dismiss(request.user, pk)
         return Response(status=204)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name")
+    subject = serializers.CharField(source="subject_name")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created", "action", "actor", "subject", "mode", "workspace", "classroom", "detail"]
+
+
+class AuditLog(APIView):
+    """The audit log, newest first (admins only): ?action=, ?actor=, ?subject=, ?limit= (at most 500)."""
+
+    permission_classes = [AdminsOnly]
+
+    @extend_schema(responses=AuditEventSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        events = AuditEvent.objects.all()
+        params = request.query_params
+        if params.get("action"):
+            events = events.filter(action__startswith=params["action"])
+        for name in ("actor", "subject"):
+            if params.get(name):
+                events = events.filter(**{f"{name}_name": params[name].lower()})
+        try:
+            limit = min(max(int(params.get("limit", 100)), 1), 500)
+        except ValueError:
+            raise serializers.ValidationError({"detail": "limit is a number from 1 to 500."}) from None
+        return Response(AuditEventSerializer(events[:limit], many=True).data)

@@ -24,7 +24,18 @@ urlpatterns = [
     path("saved-images/<int:pk>/", saved_images.SavedImageDetail.as_view(), name="api-saved-image"),
     path("classrooms/", classrooms.ClassroomList.as_view(), name="api-classrooms"),
     path("classrooms/join/", classrooms.JoinClassroom.as_view(), name="api-classroom-join"),
+    path("classrooms/invitations/", classrooms.Invitations.as_view(), name="api-classroom-invitations"),
     path("classrooms/<int:pk>/", classrooms.ClassroomDetail.as_view(), name="api-classroom"),
+    path("classrooms/<int:pk>/accept/", classrooms.AcceptInvitation.as_view(), name="api-classroom-accept"),
+    path(
+        "classrooms/<int:pk>/decline/", classrooms.DeclineInvitation.as_view(), name="api-classroom-decline"
+    ),
+    path("classrooms/<int:pk>/leave/", classrooms.LeaveClassroom.as_view(), name="api-classroom-leave"),
+    path(
+        "classrooms/<int:pk>/grid/release/",
+        classrooms.ReleaseGrid.as_view(),
+        name="api-classroom-grid-release",
+    ),
     path(
         "classrooms/<int:pk>/students/", classrooms.ClassroomStudents.as_view(), name="api-classroom-students"
     ),
@@ -69,6 +80,12 @@ urlpatterns = [
     path("admin/images/build/", admin_catalog.CatalogBuild.as_view(), name="api-admin-build"),
     path("admin/images/pull/", admin_catalog.CatalogPull.as_view(), name="api-admin-pull"),
     path("admin/images/<int:pk>/", admin_catalog.CatalogDetail.as_view(), name="api-admin-image"),
+    path("admin/audit/", classrooms.AuditLog.as_view(), name="api-admin-audit"),
+    path(
+        "admin/classrooms/<int:pk>/students/",
+        classrooms.PlaceStudents.as_view(),
+        name="api-admin-place-students",
+    ),
     path("admin/reviews/", admin_catalog.ReviewList.as_view(), name="api-admin-reviews"),
     path("admin/reviews/<int:pk>/approve/", admin_catalog.ReviewApprove.as_view(), name="api-admin-approve"),
     path("admin/reviews/<int:pk>/reject/", admin_catalog.ReviewReject.as_view(), name="api-admin-reject"),

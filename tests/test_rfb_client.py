@@ -171,7 +171,7 @@ def test_a_rectangle_outside_the_screen_is_refused(fake_server):
         rfb.frame()
 
 
-def _drip_forever(conn: socket.socket) -> None:
+def drip_forever(conn: socket.socket) -> None:
     """A whole-screen update whose pixels come one byte at a time, forever."""
     handshake(conn, 64, 48)
     recv_exact(conn, 10)
@@ -184,7 +184,7 @@ def _drip_forever(conn: socket.socket) -> None:
 def test_a_server_that_drips_bytes_cannot_hold_a_frame_past_its_timeout(fake_server):
     # Every recv gets a byte well within the per-recv timeout: only an
     # overall deadline for the frame ends it.
-    rfb = client_over(fake_server(_drip_forever), timeout=1.5)
+    rfb = client_over(fake_server(drip_forever), timeout=1.5)
     started = time.monotonic()
     thread, outcome = in_thread(rfb.frame)
     thread.join(timeout=5)
@@ -197,7 +197,7 @@ def test_a_server_that_drips_bytes_cannot_hold_a_frame_past_its_timeout(fake_ser
 def test_the_session_deadline_bounds_the_handshake_and_the_frame_together(fake_server):
     def slow_handshake(conn: socket.socket) -> None:
         time.sleep(0.6)  # within the per-step timeout, but it eats the session's time
-        _drip_forever(conn)
+        drip_forever(conn)
 
     started = time.monotonic()
     rfb = client_over(fake_server(slow_handshake), timeout=30, deadline=1.0)

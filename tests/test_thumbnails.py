@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from django.conf import settings
+import time
 
-from workspaces import tasks, thumbnails
+import pytest
+from django.conf import settings as site
+
+from tests.test_rfb_client import drip_forever, fake_server, handshake, in_thread  # noqa: F401  (a fixture)
+from workspaces import rfb, tasks, thumbnails
+from workspaces.lifecycle import WrongState
+from workspaces.models import Workspace
 
 
 @pytest.fixture
@@ -46,7 +51,7 @@ def test_no_picture_yet_waits_briefly_then_says_none(captures):
 def procfile_queues() -> dict[str, tuple[str, str]]:
     """Each Celery worker of the Procfile: its queues and its pool."""
     workers = {}
-    for line in (settings.BASE_DIR / "Procfile").read_text().splitlines():
+    for line in (site.BASE_DIR / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if " worker " in command:
             words = command.split()
@@ -69,5 +74,44 @@ def test_captures_run_in_their_own_queue_never_in_front_of_a_start():
     # Separate workers: the one that starts workspaces never takes a capture;
     # the captures' one has a process pool, which enforces their time limits.
     assert procfile_queues() == {"worker": ("celery", "threads"), "captures": ("captures", "prefork")}
-    assert tasks.capture_thumbnail.soft_time_limit == settings.LATTICE_CAPTURE_DEADLINE + 5
-    assert tasks.capture_thumbnail.time_limit == settings.LATTICE_CAPTURE_DEADLINE + 10
+    assert tasks.capture_thumbnail.soft_time_limit == site.LATTICE_CAPTURE_DEADLINE + 5
+    assert tasks.capture_thumbnail.time_limit == site.LATTICE_CAPTURE_DEADLINE + 10
+
+
+# -- a capture of a hostile display ------------------------------------------------------
+
+
+@pytest.fixture
+def display(fake_server, monkeypatch):  # noqa: F811  (the imported fixture)
+    """A workspace whose display is a fake server doing ``behaviour``.
+
+    The connect itself (display_socket.open_display: the path and the peer
+    checked) is tested with the display proxy; here it hands over the fake's socket.
+    """
+
+    def make(behaviour) -> Workspace:
+        sock = fake_server(behaviour)
+        monkeypatch.setattr(rfb, "open_display", lambda target, timeout: sock)
+        endpoint = {"path": "/run/lattice/displays/ws/vnc.sock", "container_id": "c" * 64, "server_pid": 42}
+        return Workspace(engine_state={"endpoint": endpoint}, vnc_view_password="view")
+
+    return make
+
+
+def test_a_capture_ends_within_its_deadline_whatever_the_display_sends(display, settings):
+    settings.LATTICE_CAPTURE_DEADLINE = 1.0
+    workspace = display(drip_forever)
+    started = time.monotonic()
+    thread, outcome = in_thread(lambda: thumbnails.capture(workspace))
+    thread.join(timeout=8)
+    assert not thread.is_alive(), "the capture still ran after 8 s"
+    assert isinstance(outcome[0], WrongState), outcome
+    assert "did not answer in time (within 1 s)" in str(outcome[0])
+    assert time.monotonic() - started < 1.6
+
+
+def test_a_capture_refuses_a_screen_bigger_than_the_sites_maximum(display, settings):
+    settings.LATTICE_MAX_SCREEN = (1280, 800)
+    workspace = display(lambda conn: (handshake(conn, 1920, 1080), conn.recv(1)))
+    with pytest.raises(WrongState, match=r"1920x1080 screen \(at most 1280x800 is allowed\)"):
+        thumbnails.capture(workspace)

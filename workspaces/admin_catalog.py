@@ -527,6 +527,7 @@ def approve(request: PublishRequest, admin: User, fields: dict) -> Image:
                 disk_limit=saved.disk_limit,
                 cpus=saved.cpus,
                 pids_limit=saved.pids_limit,
+                internet=saved.internet,
                 kiosk=saved.kiosk,
                 size=saved.size,
                 added_size=saved.added_size,

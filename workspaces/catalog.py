@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from .engine.specs import limit_problems
 from .engine_access import backend
 from .models import Classroom, Image, ImageKind, ImageState, Role, User, Visibility
+
+logger = logging.getLogger(__name__)
 
 KINDS = {ImageKind.DISPLAY, ImageKind.APP}
 # Docker's rule for one path component of a repository name: catalog slugs and
@@ -21,32 +25,49 @@ def label_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
-def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = None) -> dict:
-    """An entry's title, description, icon, limits and kiosk flag: what ``given``
-    says, else the image's lattice.* labels, else the defaults.
+def _flag(value: str | None, default: bool) -> bool:
+    """A yes/no label such as lattice.internet, where an absent label means ``default``."""
+    if value is None or not value.strip():
+        return default
+    return label_flag(value)
 
-    A numeric label that is not a number raises ValueError naming it (only
-    when ``given`` does not set that field).
+
+def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = None) -> dict:
+    """An entry's title, description, icon, limits, internet and kiosk flags: what
+    ``given`` says, else the image's lattice.* labels, else the defaults.
+
+    Limits that are not numbers, or that Docker would read as "unlimited" (a 0),
+    raise ValueError naming the label or field (engine.specs.limit_problems).
     """
     given = given or {}
 
-    def number(field: str, label: str, default: float, cast: type) -> float:
-        if given.get(field):
-            return given[field]
-        value = labels.get(label, default)
-        try:
-            return cast(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"The image's label {label} is not a number ({value!r}).") from None
+    def pick(field: str, default: object) -> tuple[object, str]:
+        """The value, and where it came from (for the message)."""
+        if given.get(field) not in (None, ""):
+            return given[field], field
+        label = f"lattice.{field}"
+        return (labels[label], f"the image's label {label}") if label in labels else (default, field)
 
+    limits = {
+        "mem_limit": pick("mem_limit", "1g"),
+        "cpus": pick("cpus", 1.0),
+        "pids_limit": pick("pids_limit", 256),
+    }
+    problems = limit_problems(*(value for value, _ in limits.values()))
+    if problems:
+        raise ValueError(" ".join(f"{limits[f][1]}: {problem}" for f, problem in problems.items()))
+    mem_limit, cpus, pids_limit = (value for value, _ in limits.values())
     return {
         "title": given.get("title") or labels.get("lattice.title") or slug,
         "description": given.get("description") or labels.get("lattice.description", ""),
         "icon": given.get("icon") or labels.get("lattice.icon", ""),
-        "mem_limit": given.get("mem_limit") or labels.get("lattice.mem_limit", "1g"),
+        "mem_limit": str(mem_limit).strip(),
         "disk_limit": given.get("disk_limit") or labels.get("lattice.disk_limit", "4g"),
-        "cpus": number("cpus", "lattice.cpus", 1.0, float),
-        "pids_limit": number("pids_limit", "lattice.pids_limit", 256, int),
+        "cpus": float(cpus),
+        "pids_limit": int(str(pids_limit).strip()),
+        "internet": _flag(labels.get("lattice.internet"), True)
+        if given.get("internet") is None
+        else bool(given["internet"]),
         "kiosk": label_flag(labels.get("lattice.kiosk"))
         if given.get("kiosk") is None
         else bool(given["kiosk"]),
@@ -77,10 +98,11 @@ def launchable(user: User) -> QuerySet[Image]:
 CATALOG_REFERENCE = re.compile(r"lattice/[a-z0-9][a-z0-9._-]*:latest")
 
 
-def sync_from_engine() -> list[Image]:
+def sync_from_engine(refused: list[str] | None = None) -> list[Image]:
     """Create or refresh a catalog entry for every catalog image the engine has.
 
     Admin edits (enabled, limits) are kept; the labels only fill what is new.
+    An image whose labels hold bad limits is left out, with why in ``refused``.
     """
     synced = []
     for info in backend().list_images():
@@ -91,10 +113,19 @@ def sync_from_engine() -> list[Image]:
         slug = labels.get("lattice.slug") or info.get("name")
         if kind not in KINDS or not slug:
             continue
-        image, _ = Image.objects.get_or_create(
-            slug=slug,
-            defaults={"reference": info["reference"], "kind": kind, **fields_from_labels(labels, slug)},
-        )
+        image = Image.objects.filter(slug=slug).first()
+        if image is None:
+            try:
+                fields = fields_from_labels(labels, slug)
+            except ValueError as exc:
+                # Refused, not added with limits Docker would read as "none".
+                logger.warning("catalog: %s not added: %s", info["reference"], exc)
+                if refused is not None:
+                    refused.append(f"{info['reference']}: {exc}")
+                continue
+            image, _ = Image.objects.get_or_create(
+                slug=slug, defaults={"reference": info["reference"], "kind": kind, **fields}
+            )
         image.reference = info["reference"]
         image.size = info.get("size", 0)
         image.built = info.get("created") or image.built or timezone.now()

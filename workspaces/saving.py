@@ -175,6 +175,7 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
                 disk_limit=parent.disk_limit,
                 cpus=parent.cpus,
                 pids_limit=parent.pids_limit,
+                internet=parent.internet,
                 kiosk=parent.kiosk,
                 state=ImageState.SAVING,
                 message="Queued",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
@@ -17,9 +18,12 @@ from rest_framework.views import APIView
 
 from .. import admin_catalog, disk_watch, saving
 from ..engine.docker_catalog import MAX_UPLOAD_BYTES
+from ..engine.specs import limit_problems
 from ..engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
+
+T = TypeVar("T")
 
 
 def _disk_limit(value: str) -> str:
@@ -28,6 +32,20 @@ def _disk_limit(value: str) -> str:
         return disk_watch.check_limit(value)
     except ValueError as exc:
         raise serializers.ValidationError(str(exc)) from None
+
+
+def _limit(field: str) -> Callable[[T], T]:
+    """A validator for one limit: engine.specs.limit_problems is the one check
+    (a 0 is refused: Docker would read it as "unlimited")."""
+
+    def check(value: T) -> T:
+        values: dict[str, object] = {"mem_limit": "1g", "cpus": 1.0, "pids_limit": 256, field: value}
+        problem = limit_problems(**values).get(field)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+    return check
 
 
 class IsAdminRole(BasePermission):
@@ -67,6 +85,7 @@ class CatalogImageSerializer(serializers.ModelSerializer):
             "disk_limit",
             "cpus",
             "pids_limit",
+            "internet",
             "kiosk",
             "visibility",
             "groups",
@@ -108,22 +127,16 @@ class CatalogImageSerializer(serializers.ModelSerializer):
         }
 
     def validate_mem_limit(self, value: str) -> str:
-        if not re.fullmatch(r"[0-9]+[bkmg]", value):
-            raise serializers.ValidationError("Use a size such as 512m or 2g.")
-        return value
+        return _limit("mem_limit")(value)
 
     def validate_disk_limit(self, value: str) -> str:
         return _disk_limit(value)
 
     def validate_cpus(self, value: float) -> float:
-        if not 0.1 <= value <= 64:
-            raise serializers.ValidationError("Between 0.1 and 64.")
-        return value
+        return _limit("cpus")(value)
 
     def validate_pids_limit(self, value: int) -> int:
-        if not 16 <= value <= 65536:
-            raise serializers.ValidationError("Between 16 and 65536.")
-        return value
+        return _limit("pids_limit")(value)
 
 
 class EntryFields(serializers.Serializer):
@@ -132,10 +145,12 @@ class EntryFields(serializers.Serializer):
     title = serializers.CharField(max_length=120, required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
     icon = serializers.CharField(max_length=16, required=False, allow_blank=True)
-    mem_limit = serializers.RegexField(r"^[0-9]+[bkmg]$", required=False)
+    mem_limit = serializers.CharField(max_length=16, required=False, validators=[_limit("mem_limit")])
     disk_limit = serializers.CharField(max_length=16, required=False, validators=[_disk_limit])
-    cpus = serializers.FloatField(min_value=0.1, max_value=64, required=False)
-    pids_limit = serializers.IntegerField(min_value=16, max_value=65536, required=False)
+    cpus = serializers.FloatField(required=False, validators=[_limit("cpus")])
+    pids_limit = serializers.IntegerField(required=False, validators=[_limit("pids_limit")])
+    # Unset: the image's lattice.internet label decides (no label: internet on).
+    internet = serializers.BooleanField(required=False, allow_null=True, default=None)
     # Unset: the image's lattice.kiosk label decides.
     kiosk = serializers.BooleanField(required=False, allow_null=True, default=None)
     visibility = serializers.ChoiceField(choices=["everyone", "groups", "classrooms"], default="everyone")

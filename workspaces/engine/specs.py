@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +15,57 @@ ROLES = ("display", "app")
 # what a DNS label allows (a catalog slug fits).
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _GEOMETRY = re.compile(r"^[0-9]{3,4}x[0-9]{3,4}$")
-_SIZE = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
+_SIZE = re.compile(r"^([0-9]+)([bkmg]?)$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Docker reads 0 as "no limit" for memory, CPUs and pids (and -1 for pids):
+# every limit has a floor, so no catalog entry can ever mean "unlimited".
+MIN_MEMORY = 64 * 1024**2
+MIN_PIDS = 32
+MAX_PIDS = 65536
+MAX_CPUS = 64
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
+
+
+def size_bytes(text: object) -> int:
+    """Bytes in a size such as "512m" or "2g"; InvalidSpecError when it is not one."""
+    match = _SIZE.match(str(text).strip())
+    if match is None:
+        raise InvalidSpecError(f"{text!r} is not a size: use a number with b, k, m or g, such as 512m or 2g.")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def max_cpus() -> int:
+    """No container gets more CPUs than this host has (Docker refuses it), nor more than 64."""
+    return max(1, min(MAX_CPUS, os.cpu_count() or MAX_CPUS))
+
+
+def limit_problems(mem_limit: object, cpus: object, pids_limit: object) -> dict[str, str]:
+    """What is wrong with a set of limits, by field: the one check that labels, the
+    admin API and page and every workspace start go through. Empty when they are fine."""
+    problems = {}
+    try:
+        if size_bytes(mem_limit) < MIN_MEMORY:
+            problems["mem_limit"] = f"Memory {mem_limit!r} is too small: at least 64m (0 is not 'unlimited')."
+    except InvalidSpecError as exc:
+        problems["mem_limit"] = f"Memory: {exc}"
+    try:
+        number = float(cpus)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(cpus, bool) or not 0 < number <= max_cpus():
+        problems["cpus"] = f"CPUs {cpus!r}: more than 0 and at most {max_cpus()} (this host's CPUs)."
+    try:
+        whole = int(str(pids_limit).strip()) if not isinstance(pids_limit, bool) else -1
+    except ValueError:
+        whole = -1
+    if not MIN_PIDS <= whole <= MAX_PIDS:
+        problems["pids_limit"] = (
+            f"Process limit {pids_limit!r}: a whole number from {MIN_PIDS} to {MAX_PIDS}."
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -29,13 +76,10 @@ class Limits:
     shm_size: str = "256m"
 
     def __post_init__(self) -> None:
-        for what in (self.mem_limit, self.shm_size):
-            if not _SIZE.match(str(what)):
-                raise InvalidSpecError(f"bad size {what!r}: use a number with b, k, m or g")
-        if not 0 < self.cpus <= 64:
-            raise InvalidSpecError(f"bad cpus {self.cpus!r}")
-        if not 16 <= self.pids_limit <= 65536:
-            raise InvalidSpecError(f"bad pids_limit {self.pids_limit!r}")
+        problems = limit_problems(self.mem_limit, self.cpus, self.pids_limit)
+        if problems:
+            raise InvalidSpecError(" ".join(problems.values()))
+        size_bytes(self.shm_size)
 
 
 @dataclass(frozen=True)
@@ -68,16 +112,24 @@ class ContainerSpec:
 @dataclass(frozen=True)
 class WorkspaceSpec:
     workspace_id: str
-    owner: str  # the username; its data volume is shared by all its workspaces
+    owner: str  # the username, for labels; the data volume goes by owner_id
     display: ContainerSpec
     apps: tuple[ContainerSpec, ...] = ()
     vnc_password: str = ""
     vnc_view_password: str = ""
     kiosk: bool = False
     geometry: str = "1280x800"
+    # The owner's stable id: it names their data volume (names.data_volume).
+    owner_id: int = 0
+    # False: the apps' network has no route out at all (an exam, an image
+    # without internet). True still never reaches the host, private ranges or
+    # another workspace (egress.py).
+    internet: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace_id", str(self.workspace_id))
+        if isinstance(self.owner_id, bool) or not isinstance(self.owner_id, int) or self.owner_id < 1:
+            raise InvalidSpecError("a workspace needs its owner's id: it names their data volume")
         object.__setattr__(self, "apps", tuple(self.apps))
         if not self.workspace_id or not self.owner:
             raise InvalidSpecError("a workspace needs an id and an owner")

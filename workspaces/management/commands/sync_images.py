@@ -7,7 +7,10 @@ class Command(BaseCommand):
     help = "Add the engine's Lattice images (by their labels) to the catalog."
 
     def handle(self, *args, **options) -> None:
-        images = sync_from_engine()
+        refused: list[str] = []
+        images = sync_from_engine(refused)
+        for why in refused:
+            self.stderr.write(f"Not added: {why}")
         self.stdout.write(
             f"Catalog: {', '.join(sorted(i.slug for i in images)) or 'no Lattice images found'}"
         )

@@ -385,7 +385,8 @@ def test_the_viewer_renews_its_control_session(client, teacher, classroom, watch
     client.force_login(teacher)
     page = client.get(f"/classrooms/{classroom.pk}/students/owner/?mode=control").content.decode()
     session = page.split('data-token-url="')[1].split('"')[0].split("?session=")[1]
-    assert f'data-renew-url="/api/classrooms/{classroom.pk}/students/owner/renew/?session={session}"' in page
+    renew = f"/api/classrooms/{classroom.pk}/students/owner/renew/?session={session}&amp;mode=control"
+    assert f'data-renew-url="{renew}"' in page
 
 
 def test_the_student_page_is_one_control_session(client, teacher, classroom, watched):
@@ -397,8 +398,15 @@ def test_the_student_page_is_one_control_session(client, teacher, classroom, wat
     assert len(session) >= 16 and release_url.endswith(f"/release/?session={session}")
     other = client.get(f"/classrooms/{classroom.pk}/students/owner/?mode=control").content.decode()
     assert session not in other, "each page is its own session"
+    # Watching is a session too: the student is told while it lasts, and it ends with the page.
     view = client.get(f"/classrooms/{classroom.pk}/students/owner/").content.decode()
-    assert 'data-release-url=""' in view and "session=" not in view
+    watching = view.split('data-token-url="')[1].split('"')[0].split("?session=")[1]
+    assert watching not in (session, "") and session not in view
+    assert (
+        f'data-release-url="/api/classrooms/{classroom.pk}/students/owner/release/?session={watching}"'
+        in view
+    )
+    assert f"renew/?session={watching}&amp;mode=view" in view
 
 
 def test_a_students_pages_learn_what_is_pending(api_client, teacher, classroom, owner, teammate, watched):

@@ -45,7 +45,7 @@ def run_diagnostics(job_id: int) -> None:
         # Whatever broke (a probe, Redis, the time limit), the page must not
         # wait forever on a job that stays "running".
         logger.exception("diagnostics job %s failed", job_id)
-        message = f"The check stopped: {type(exc).__name__}: {exc}"[:300]  # the column's length
+        message = services_health.redact(f"The check stopped: {type(exc).__name__}: {exc}")[:300]
         jobs.finish(job, JobState.FAILED, message, results)
         return
     failed = [name for name, outcome in results.items() if not outcome["ok"]]

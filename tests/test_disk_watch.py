@@ -163,3 +163,8 @@ def test_admins_set_the_disk_limit_and_a_useless_one_is_refused(api_client, admi
     assert response.status_code == 200 and response.json()["disk_limit"] == "2g"
     desktop.refresh_from_db()
     assert desktop.disk_limit == "2g"
+
+
+def test_a_useless_disk_limit_label_is_refused_naming_the_label():
+    with pytest.raises(ValueError, match=r"the image's label lattice.disk_limit: A disk limit is a size"):
+        fields_from_labels({"lattice.disk_limit": "0"}, "x")

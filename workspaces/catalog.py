@@ -39,6 +39,8 @@ def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = N
     Limits that are not numbers, or that Docker would read as "unlimited" (a 0),
     raise ValueError naming the label or field (engine.specs.limit_problems).
     """
+    from . import disk_watch  # here: disk_watch needs lifecycle, which needs this module
+
     given = given or {}
 
     def pick(field: str, default: object) -> tuple[object, str]:
@@ -57,12 +59,17 @@ def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = N
     if problems:
         raise ValueError(" ".join(f"{limits[f][1]}: {problem}" for f, problem in problems.items()))
     mem_limit, cpus, pids_limit = (value for value, _ in limits.values())
+    disk_limit, disk_source = pick("disk_limit", "4g")
+    try:
+        disk_watch.check_limit(str(disk_limit).strip())
+    except ValueError as exc:
+        raise ValueError(f"{disk_source}: {exc}") from None
     return {
         "title": given.get("title") or labels.get("lattice.title") or slug,
         "description": given.get("description") or labels.get("lattice.description", ""),
         "icon": given.get("icon") or labels.get("lattice.icon", ""),
         "mem_limit": str(mem_limit).strip(),
-        "disk_limit": given.get("disk_limit") or labels.get("lattice.disk_limit", "4g"),
+        "disk_limit": str(disk_limit).strip(),
         "cpus": float(cpus),
         "pids_limit": int(str(pids_limit).strip()),
         "internet": _flag(labels.get("lattice.internet"), True)

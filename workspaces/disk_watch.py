@@ -15,30 +15,20 @@ user starts it again and deletes what they do not need.
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 
 from django.conf import settings
 
 from . import lifecycle
 from .engine.base import ContainerDisk
+from .engine.specs import size_bytes
 from .engine_access import backend
 from .models import Image, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
 
 LOCK = "lattice:disk-watch"
-_SIZE = re.compile(r"([0-9]+)([bkmg]?)", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
-
-
-def size_bytes(size: str) -> int:
-    """Bytes of a size written as the catalog writes limits: "512m", "4g", "100k", "123"."""
-    match = _SIZE.fullmatch(str(size).strip())
-    if match is None:
-        raise ValueError(f"{size!r} is not a size such as 512m or 4g")
-    return int(match[1]) * _UNITS[match[2].lower()]
 
 
 # Below this a desktop cannot even start (its X and session files).

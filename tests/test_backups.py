@@ -13,7 +13,7 @@ from tests.fakes import use_engine
 from workspaces import backups, lifecycle, tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import Endpoint
-from workspaces.models import DataSnapshot, Image, Workspace
+from workspaces.models import DataSnapshot, Image, User, Workspace
 from workspaces.object_store import LocalFolderStore, StoreError, store
 
 pytestmark = pytest.mark.django_db
@@ -34,24 +34,35 @@ def tar_of(top_mtime: float = 1_700_000_000, **files: bytes) -> bytes:
 
 
 class VolumesInMemory(DockerBackend):
-    """The real backend with data volumes as bytes in a dict, and starts that only record."""
+    """The real backend with data volumes as bytes in a dict, and starts that only record.
+
+    The engine names volumes by user id; the dict says whose by username, so
+    that tests read plainly."""
 
     volumes: dict[str, bytes] = {}
     started: list[str] = []
     unfinished: set[str] = set()  # volumes whose import was cut short: they still have the marker
 
-    def data_volume_exists(self, owner):
-        return owner in self.volumes and owner not in self.unfinished
+    @staticmethod
+    def name(owner_id: int) -> str:
+        return User.objects.get(pk=owner_id).username
 
-    def export_data(self, owner, out):
-        out.write(self.volumes[owner])
+    def data_volume_exists(self, owner_id):
+        return self.name(owner_id) in self.volumes and self.name(owner_id) not in self.unfinished
 
-    def import_data(self, owner, tar):
-        self.unfinished.add(owner)
-        self.volumes[owner] = tar.read()
-        self.unfinished.discard(owner)
+    def export_data(self, owner_id, out):
+        out.write(self.volumes[self.name(owner_id)])
+
+    def import_data(self, owner_id, tar, migrated_from=""):
+        self.unfinished.add(self.name(owner_id))
+        self.volumes[self.name(owner_id)] = tar.read()
+        self.unfinished.discard(self.name(owner_id))
+
+    def legacy_data_volumes(self):
+        return []
 
     def start(self, spec, progress=None, timeout=60):
+        assert self.name(spec.owner_id) == spec.owner
         self.started.append(spec.owner)
         self.volumes.setdefault(spec.owner, tar_of())  # a start makes an empty volume when there is none
         return Endpoint(path="/s/vnc.sock")
@@ -80,7 +91,7 @@ def test_a_backup_stores_the_volume_and_an_unchanged_one_stores_nothing(owner, e
     engine.volumes["owner"] = tar_of(notes=b"my files")
     first = backups.back_up(owner, "asked")
     assert (first.size, first.reason) == (len(engine.volumes["owner"]), "asked")
-    assert objects() == [first.key] and first.key.startswith("data/owner/")
+    assert objects() == [first.key] and first.key.startswith(f"data/u-{owner.pk}/")  # by id, as the volume
     out = io.BytesIO()
     store().get(first.key, out)
     assert out.getvalue() == engine.volumes["owner"]

@@ -262,6 +262,7 @@ def spec_for(workspace: Workspace) -> WorkspaceSpec:
     return WorkspaceSpec(
         workspace_id=workspace.engine_id,
         owner=workspace.owner.username,
+        owner_id=workspace.owner_id,
         display=ContainerSpec(
             name="display", image=display.reference, role="display", limits=_limits(display)
         ),

@@ -74,6 +74,8 @@ def make_spec() -> Callable[..., WorkspaceSpec]:
         return WorkspaceSpec(
             workspace_id=kw.pop("workspace_id", None) or f"t{secrets.token_hex(4)}",
             owner=owner or f"Test.User+{secrets.token_hex(3)}@example.org",
+            # Random, so that workspaces of one run share no data volume unless a test says so.
+            owner_id=kw.pop("owner_id", None) or secrets.randbelow(10**9) + 1,
             display=kw.pop("display", None) or ContainerSpec("display", DESKTOP, "display"),
             apps=tuple(ContainerSpec(a, IDE) for a in apps),
             **kw,

@@ -232,7 +232,7 @@ def test_every_object_is_labelled(backend, workspace):
         assert labels["lattice.role"] in ("display", "app")
     assert inspect("network", names.network(PREFIX, ws))["Labels"]["lattice.role"] == "network"
     assert inspect("volume", names.x11_volume(PREFIX, ws))["Labels"]["lattice.role"] == "x11"
-    data = inspect("volume", names.data_volume(PREFIX, workspace.owner))["Labels"]
+    data = inspect("volume", names.data_volume(PREFIX, workspace.owner_id))["Labels"]
     assert data["lattice.role"] == "data"
     assert "lattice.workspace" not in data  # shared by the owner's workspaces
     assert backend.list_workspaces()[ws] == "running"
@@ -266,7 +266,7 @@ def test_data_and_filesystems_survive_stop_start_and_data_survives_remove(backen
     assert not exists("network", names.network(PREFIX, ws))
     assert not exists("volume", names.x11_volume(PREFIX, ws))
     assert not socket_dir(backend, spec).exists()
-    assert exists("volume", names.data_volume(PREFIX, spec.owner))
+    assert exists("volume", names.data_volume(PREFIX, spec.owner_id))
     backend.start(spec)
     assert run(backend, spec, "ide", "sha256sum < /data/keep.bin") == digest
     code, _ = backend.exec(ws, "ide", ["test", "-e", "/home/user/in-ide-fs.txt"])
@@ -311,7 +311,9 @@ def test_a_new_vnc_password_recreates_only_the_display(backend, make_spec):
     backend.start(spec)
     ide_id = inspect("container", names.container(PREFIX, spec.workspace_id, "ide"))["Id"]
     backend.stop(spec.workspace_id)
-    changed = make_spec(workspace_id=spec.workspace_id, owner=spec.owner, vnc_password="new-pw-1")
+    changed = make_spec(
+        workspace_id=spec.workspace_id, owner=spec.owner, owner_id=spec.owner_id, vnc_password="new-pw-1"
+    )
     endpoint = backend.start(changed)
     connect(endpoint, "new-pw-1").close()
     with pytest.raises(RFBError):
@@ -369,7 +371,7 @@ def assert_nothing_left_but_data(backend, spec) -> None:
     assert not exists("network", names.network(PREFIX, ws))
     assert not exists("volume", names.x11_volume(PREFIX, ws))
     assert not socket_dir(backend, spec).exists()
-    assert exists("volume", names.data_volume(PREFIX, spec.owner))
+    assert exists("volume", names.data_volume(PREFIX, spec.owner_id))
 
 
 def test_start_timeout_removes_what_it_created(backend, make_spec, never_ready_image):
@@ -395,13 +397,14 @@ def test_a_display_that_exits_fails_fast_with_its_output(backend, make_spec):
 
 def test_a_missing_image_is_reported_and_cleaned_up(backend, make_spec):
     spec = make_spec()
-    spec = make_spec(workspace_id=spec.workspace_id, owner=spec.owner)
+    spec = make_spec(workspace_id=spec.workspace_id, owner=spec.owner, owner_id=spec.owner_id)
     bad = type(spec)(
         spec.workspace_id,
         spec.owner,
         spec.display,
         (ContainerSpec("ide", f"{PREFIX}/no-such-image:1"),),
         vnc_password=PASSWORD,
+        owner_id=spec.owner_id,
     )
     with pytest.raises(ImageNotFound, match="no-such-image"):
         backend.start(bad)
@@ -469,6 +472,7 @@ def test_limits_come_from_the_spec(backend, make_spec):
             limits=Limits(mem_limit="768m", cpus=0.5, pids_limit=128, shm_size="64m"),
         ),
         vnc_password=PASSWORD,
+        owner_id=spec.owner_id,
     )
     backend.start(spec)
     host = inspect("container", names.container(PREFIX, spec.workspace_id, "display"))["HostConfig"]
@@ -511,6 +515,7 @@ def test_a_saved_app_keeps_its_files_and_leaks_no_workspace_detail(backend, make
             other.display,
             (ContainerSpec("ide", reference),),
             vnc_password=PASSWORD,
+            owner_id=other.owner_id,
         )
         backend.start(other)
         assert run(backend, other, "ide", "cat /home/user/hello.txt") == "saved\n"
@@ -544,6 +549,7 @@ def test_an_image_in_use_is_not_removed(backend, workspace):
         workspace.display,
         (ContainerSpec("ide", reference),),
         vnc_password=PASSWORD,
+        owner_id=workspace.owner_id,
     )
     backend.start(spec)
     with pytest.raises(EngineError, match="used by a container"):

@@ -107,26 +107,38 @@ class Backend(ABC):
         """Remove one image tag; a missing image is success, one in use is an EngineError."""
 
     @abstractmethod
-    def copy_data(self, src_owner: str, src_path: str, dst_owner: str, dst_path: str) -> list[dict[str, str]]:
-        """Copy a folder of one user's data volume into another's, replacing nothing."""
+    def copy_data(self, src_owner: int, src_path: str, dst_owner: int, dst_path: str) -> list[dict[str, str]]:
+        """Copy a folder of one user's data volume into another's (owners are user ids),
+        replacing nothing; regular files only: links, pipes, sockets, devices are listed
+        as skipped, never followed."""
 
     # The data volume as a whole (backups to object storage): DockerVolumeOps for docker.
+    # A data volume is named by its owner's user id (names.data_volume).
 
     @abstractmethod
-    def data_volume_exists(self, owner: str) -> bool:
+    def data_volume_exists(self, owner: int) -> bool:
         """Does the engine have this owner's data volume, whole? One whose
         import_data was cut short (a killed worker) counts as missing."""
 
     @abstractmethod
-    def export_data(self, owner: str, out: BinaryIO) -> None:
+    def export_data(self, owner: int, out: BinaryIO) -> None:
         """Write a tar of the owner's whole data volume to ``out``."""
 
     @abstractmethod
-    def import_data(self, owner: str, tar: BinaryIO) -> None:
-        """Unpack such a tar into the owner's data volume, making it if missing.
+    def import_data(self, owner: int, tar: BinaryIO, migrated_from: str = "") -> None:
+        """Unpack such a tar into the owner's data volume, making it if missing; symlinks
+        stay links wherever they point. ``migrated_from`` names the old volume it came from.
 
         When it fails, the volume is as missing as before: removed if this
         call made it, else still counted as missing by data_volume_exists."""
+
+    @abstractmethod
+    def legacy_data_volumes(self) -> list[Any]:
+        """Data volumes named by username (before ids), each a LegacyVolume."""
+
+    @abstractmethod
+    def export_legacy_data(self, name: str, out: BinaryIO) -> None:
+        """Write a tar of one such volume to ``out``."""
 
     # Disk use: DockerUsageOps (docker_usage.py) for docker.
 

@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 LABEL_PREFIX = "lattice.prefix"
 LABEL_WORKSPACE = "lattice.workspace"
 LABEL_OWNER = "lattice.owner"
+# On data volumes: the owner's stable id (the username can be reused).
+LABEL_OWNER_ID = "lattice.owner-id"
 LABEL_ROLE = "lattice.role"
 LABEL_CONTAINER = "lattice.container"
 
@@ -255,10 +257,10 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
             [
                 lambda: self._ensure_volume(names.x11_volume(self.prefix, ws), self._labels(spec, "x11")),
                 lambda: self._ensure_volume(
-                    names.data_volume(self.prefix, spec.owner),
+                    names.data_volume(self.prefix, spec.owner_id),
                     # Shared by all of the owner's workspaces: no workspace label,
                     # so nothing that removes a workspace ever matches it.
-                    self.data_volume_labels(spec.owner),
+                    self.data_volume_labels(spec.owner_id),
                 ),
                 lambda: self._ensure_socket_dir(ws),
             ]
@@ -385,8 +387,8 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
             f"Every address range in {self.network_pool} is in use: too many workspaces at once."
         )
 
-    def data_volume_labels(self, owner: str) -> dict[str, str]:
-        return {LABEL_PREFIX: self.prefix, LABEL_OWNER: owner, LABEL_ROLE: "data"}
+    def data_volume_labels(self, owner_id: int) -> dict[str, str]:
+        return {LABEL_PREFIX: self.prefix, LABEL_OWNER_ID: str(owner_id), LABEL_ROLE: "data"}
 
     def _ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
         try:
@@ -418,7 +420,7 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         limits = c.limits
         binds = {
             names.x11_volume(self.prefix, ws): {"bind": X11_DIR, "mode": "rw"},
-            names.data_volume(self.prefix, spec.owner): {"bind": DATA_DIR, "mode": "rw"},
+            names.data_volume(self.prefix, spec.owner_id): {"bind": DATA_DIR, "mode": "rw"},
         }
         if c.role == "display":
             binds[self._socket_dir(ws)] = {"bind": VNC_SOCKET_DIR, "mode": "rw"}

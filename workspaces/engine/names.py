@@ -64,8 +64,22 @@ def container(prefix: str, workspace_id: str, name: str) -> str:
     return f"{workspace_base(prefix, workspace_id)}-{name}"
 
 
-def data_volume(prefix: str, owner: str) -> str:
-    return f"{prefix}-data-{escape(owner)}"
+def data_volume(prefix: str, owner_id: int) -> str:
+    """The one name of a user's data volume, by the user's stable id (never the username).
+
+    A username can be given to a new account once the old one is deleted; an
+    id never is, so a new "alice" never opens the old one's files. A lone '-'
+    never occurs in an escaped username, so no legacy name (below) equals one
+    of these.
+    """
+    if isinstance(owner_id, bool) or not isinstance(owner_id, int) or owner_id < 1:
+        raise ValueError(f"a data volume is named by a user id (a positive integer), not {owner_id!r}")
+    return f"{prefix}-data-u-{owner_id}"
+
+
+def legacy_data_volume(prefix: str, username: str) -> str:
+    """How data volumes were named before they were keyed by id: only to migrate them."""
+    return f"{prefix}-data-{escape(username)}"
 
 
 def display_socket_dir(prefix: str, workspace_id: str) -> str:

@@ -12,12 +12,13 @@ from django.db.models import F
 
 from .. import (
     classrooms,
+    file_copies,
     jobs,
     lifecycle,
     teaching,
 )
+from ..backups import BackupError
 from ..engine.base import EngineError
-from ..engine_access import backend
 from ..models import (
     Broadcast,
     BroadcastState,
@@ -28,6 +29,7 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
+from .common import failure_message
 from .workspace import spawn_workspace
 
 logger = logging.getLogger(__name__)
@@ -122,10 +124,8 @@ def _start_seat(seat_id: int, still_working) -> None:
         if not _seat_update(seat, message="Copying the starter files"):
             return
         try:
-            files = backend().copy_data(
-                sent.teacher.username, sent.files, seat.student.username, sent.classroom.folder
-            )
-        except EngineError as exc:
+            files = file_copies.copy_folder(sent.teacher, sent.files, seat.student, sent.classroom.folder)
+        except (EngineError, BackupError) as exc:
             _seat_update(seat, state=SeatState.FAILED, message=str(exc))
             return
         statuses = [f["status"] for f in files]
@@ -153,31 +153,60 @@ def _start_seat(seat_id: int, still_working) -> None:
 
 @shared_task
 def collect_classroom(job_id: int, classroom_id: int) -> None:
-    """Copy each student's /data/<class>/ into the teacher's /data/collected/<class>/<student>/."""
+    """Copy each student's /data/<class>/ into the teacher's /data/collected/<class>/<student>/.
+
+    One student's files never stop the others, and the job always ends: done
+    (with what was and was not collected from whom), or failed when nothing
+    could be collected at all.
+    """
     job = jobs.claim(job_id)
     if job is None:
         return
-    classroom = Classroom.objects.get(pk=classroom_id)
-    students = list(classroom.students.order_by("username"))
-    report = {}
-    for index, student in enumerate(students):
-        jobs.report(job, int(100 * index / max(len(students), 1)), f"Collecting from {student.username}")
-        target = f"collected/{classroom.folder}/{student.username}"
-        try:
-            files = backend().copy_data(student.username, classroom.folder, job.owner.username, target)
-        except EngineError as exc:
-            report[student.username] = {"ok": False, "detail": str(exc), "files": 0}
-            continue
-        mismatched = [f["path"] for f in files if f["source_sha256"] != f["sha256"]]
-        report[student.username] = {
-            "ok": not mismatched,
-            "files": len(files),
-            "detail": f"checksum mismatch: {', '.join(mismatched)}" if mismatched else "verified by sha256",
-        }
+    report: dict[str, dict] = {}
+    students: list = []
+    try:
+        classroom = Classroom.objects.get(pk=classroom_id)
+        students = list(classroom.students.order_by("username"))
+        for index, student in enumerate(students):
+            jobs.report(job, int(100 * index / max(len(students), 1)), f"Collecting from {student.username}")
+            report[student.username] = _collect_from(student, classroom, job.owner)
+    except Exception as exc:
+        message = failure_message(exc, "Collecting")
+        jobs.finish(job, JobState.FAILED, f"Collecting stopped: {message}", report)
+        return
     failed = [name for name, outcome in report.items() if not outcome["ok"]]
     message = f"Collected from {len(students) - len(failed)} of {len(students)} students" + (
-        f"; not from {', '.join(failed)}." if failed else "."
+        f"; not all from {', '.join(failed)}." if failed else "."
     )
-    jobs.finish(
-        job, JobState.FAILED if failed and len(failed) == len(students) else JobState.DONE, message, report
-    )
+    nothing = failed and len(failed) == len(students) and not any(o["files"] for o in report.values())
+    jobs.finish(job, JobState.FAILED if nothing else JobState.DONE, message, report)
+
+
+def _collect_from(student, classroom: Classroom, teacher) -> dict:
+    """One student's part of a collect: what was copied (checked by sha256), skipped, not copied."""
+    target = f"collected/{classroom.folder}/{student.username}"
+    try:
+        files = file_copies.copy_folder(student, classroom.folder, teacher, target)
+    except Exception as exc:  # this student's files, whatever they hold, never stop the others
+        return {
+            "ok": False,
+            "files": 0,
+            "detail": failure_message(exc, "Collecting"),
+            "skipped": [],
+            "failed": [],
+        }
+    good = file_copies.verified(files)
+    skipped = [{"path": f["path"], "detail": f["detail"]} for f in files if f["status"] == "skipped"]
+    failed = [f["path"] for f in files if f["status"] != "skipped" and f not in good]
+    detail = "verified by sha256"
+    if skipped:
+        detail += f"; {len(skipped)} skipped (links, pipes, sockets and devices are not collected)"
+    if failed:
+        detail += f"; not copied: {', '.join(failed[:10])}" + (" …" if len(failed) > 10 else "")
+    return {
+        "ok": not failed,
+        "files": len(good),
+        "detail": detail[:1000],
+        "skipped": skipped,
+        "failed": failed,
+    }

@@ -1,0 +1,33 @@
+"""Copying a folder of one user's /data into another's: a class's starter files, a collect.
+
+Both users' files are brought back first if this engine lacks them (a new
+host), under both users' data locks (backups.held): a copy never makes an
+empty volume that a restore would then take for the user's own files.
+"""
+
+from __future__ import annotations
+
+from . import backups
+from .engine_access import backend
+from .models import User
+
+# What a copied file's "status" may be (engine copy_data); the others are "failed" and "skipped".
+WRITTEN = ("copied", "beside", "same")
+
+
+def copy_folder(src: User, src_path: str, dst: User, dst_path: str) -> list[dict[str, str]]:
+    """Copy src's /data/<src_path> into dst's /data/<dst_path>, replacing nothing.
+
+    One entry per file (see the engine's copy_data): links, pipes, sockets
+    and devices are skipped and listed, never followed.
+    """
+    with backups.held(src, dst):
+        backups.bring_back(src)
+        if dst.pk != src.pk:
+            backups.bring_back(dst)
+        return backend().copy_data(src.pk, src_path, dst.pk, dst_path)
+
+
+def verified(files: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The files written whose checksum matches the source's."""
+    return [f for f in files if f["status"] in WRITTEN and f["source_sha256"] == f["sha256"]]

@@ -168,3 +168,17 @@ def test_admins_set_the_disk_limit_and_a_useless_one_is_refused(api_client, admi
 def test_a_useless_disk_limit_label_is_refused_naming_the_label():
     with pytest.raises(ValueError, match=r"the image's label lattice.disk_limit: A disk limit is a size"):
         fields_from_labels({"lattice.disk_limit": "0"}, "x")
+
+
+def test_the_admin_page_sets_the_disk_limit(client, admin_user, images):
+    desktop, _ = images
+    client.force_login(admin_user)
+    form = {"title": "Desktop", "mem_limit": "1g", "cpus": "1", "pids_limit": "256", "enabled": "on"}
+    answer = client.post(f"/manage/images/{desktop.pk}/", {**form, "disk_limit": "1m"}, follow=True)
+    assert "at least 10m" in answer.content.decode()
+    desktop.refresh_from_db()
+    assert desktop.disk_limit == "1g"
+    client.post(f"/manage/images/{desktop.pk}/", {**form, "disk_limit": "6g"})
+    desktop.refresh_from_db()
+    assert desktop.disk_limit == "6g"
+    assert 'name="disk_limit" value="6g"' in client.get(f"/manage/images/{desktop.pk}/").content.decode()

@@ -58,7 +58,7 @@ def test_a_stopped_workspace_is_backed_up_and_a_new_host_gets_the_files_back(
     # A new engine host: the workspace and the volume are gone, the backup is not.
     assert student.delete(f"/api/workspaces/{ws_id}/").status_code == 202
     wait_until_gone(ws_id)
-    docker("volume", "rm", names.data_volume(settings.LATTICE_ENGINE_PREFIX, owner.username))
+    docker("volume", "rm", names.data_volume(settings.LATTICE_ENGINE_PREFIX, owner.pk))
 
     again = running(student, apps=())
     assert sh(engine, again, "display", "sha256sum /data/project/work.bin").split()[0] == digest

@@ -67,7 +67,7 @@ def test_a_class_of_five(engine, api_client, make_user):
         "echo 'my own work' > /data/seed/main.py",
     )
     # pupil1 already has a main.py of their own in the class folder.
-    engine.copy_data(teacher.username, "seed", students[0].username, folder)
+    engine.copy_data(teacher.pk, "seed", students[0].pk, folder)
 
     started = time.monotonic()
     sent = tclient.post(

@@ -262,3 +262,24 @@ def test_one_lock_per_user(engine, make_user):
             pass  # someone else's files: no wait
     with backups.held(bob, wait=0.3):
         pass  # released
+
+
+def test_a_backup_with_links_out_of_data_restores_them_as_links(engine, make_user):
+    """Back up, lose the volume, restore: `ln -s /etc/passwd x`, `ln -s ../../.. up` come back as links."""
+    eve = make_user("eve")
+    fill(
+        eve, "ln -s /etc/passwd x && ln -s ../../.. up && mkdir d && ln -s ../../../.. d/up && echo hi > d/f"
+    )
+    snapshot = backups.back_up(eve, "stopped")
+    lose_volume(eve)
+
+    assert backups.restore_if_missing(eve) == snapshot
+
+    got = files_of(eve)
+    assert {n: m.linkname for n, m in got.items() if isinstance(m, tarfile.TarInfo) and m.issym()} == {
+        "x": "/etc/passwd",
+        "up": "../../..",
+        "d/up": "../../../..",
+    }
+    assert got["d/f"] == b"hi\n" and not any(n.startswith(("x/", "up/", "d/up/")) for n in got)
+    assert backups.back_up(eve, "schedule") == snapshot  # the same files: nothing new to store

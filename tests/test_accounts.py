@@ -1,4 +1,5 @@
 import re
+from io import StringIO
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -194,9 +195,11 @@ def test_logout_ends_the_session(client, owner):
     assert client.get("/student/").status_code == 302
 
 
-def test_seed_demo_creates_accounts_with_the_given_password(monkeypatch):
+def test_seed_demo_creates_accounts_with_the_given_password(monkeypatch, settings, tmp_path):
     from django.core.management import call_command
 
+    settings.VAR_DIR = tmp_path
+    settings.LATTICE_DEMO_PASSWORD_FILE = tmp_path / "demo-password"
     monkeypatch.setenv("LATTICE_DEMO_PASSWORD", "x")
     call_command("seed_demo")
     assert User.objects.filter(username__startswith="student").count() == 30
@@ -206,6 +209,41 @@ def test_seed_demo_creates_accounts_with_the_given_password(monkeypatch):
     monkeypatch.setenv("LATTICE_DEMO_PASSWORD", "y")
     call_command("seed_demo")
     assert User.objects.get(username="student7").check_password("y")
+    # LATTICE_DEMO_PASSWORD is the students' password only.
+    assert not User.objects.get(username="admin").check_password("y")
+    assert not User.objects.get(username="teacher").check_password("y")
+
+
+def test_admin_and_teacher_get_passwords_of_their_own(monkeypatch, settings, tmp_path):
+    import stat
+
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path
+    settings.LATTICE_DEMO_PASSWORD_FILE = tmp_path / "demo-password"
+    monkeypatch.delenv("LATTICE_DEMO_PASSWORD", raising=False)
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    students = (tmp_path / "demo-password").read_text().strip()
+    admin = (tmp_path / "demo-password-admin").read_text().strip()
+    teacher = (tmp_path / "demo-password-teacher").read_text().strip()
+    assert len({students, admin, teacher}) == 3
+    for name in ("demo-password-admin", "demo-password-teacher"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert User.objects.get(username="admin").check_password(admin)
+    assert User.objects.get(username="teacher").check_password(teacher)
+    for username in ("admin", "teacher"):
+        assert not User.objects.get(username=username).check_password(students)
+    assert User.objects.get(username="student3").check_password(students)
+    assert not User.objects.get(username="student3").check_password(teacher)
+    # Printed at start (scripts/run shows demo-accounts.txt) with their usernames.
+    for text in (out.getvalue(), (tmp_path / "demo-accounts.txt").read_text()):
+        assert re.search(rf"admin +password: {re.escape(admin)}", text)
+        assert re.search(rf"teacher +password: {re.escape(teacher)}", text)
+        assert re.search(rf"student1 … student30 +password: {re.escape(students)}", text)
+    # The next start keeps them.
+    call_command("seed_demo", stdout=StringIO())
+    assert User.objects.get(username="admin").check_password(admin)
 
 
 def test_the_database_itself_refuses_a_second_case_of_a_username(make_user):
@@ -281,8 +319,8 @@ def test_seed_demo_writes_the_logins_for_its_owner_only(monkeypatch, settings, t
     accounts = tmp_path / "demo-accounts.txt"
     assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "demo-password").stat().st_mode) == 0o600
-    assert f"(password: {password})" in accounts.read_text()
-    assert User.objects.get(username="admin").check_password(password)
+    assert re.search(rf"student1 … student30 +password: {re.escape(password)}", accounts.read_text())
+    assert User.objects.get(username="student1").check_password(password)
 
 
 def test_seed_demo_says_it_resets_passwords():

@@ -5,6 +5,8 @@ import pytest
 
 from tests.conftest import screenshot
 from tests.test_pages_browser import login
+from workspaces import classrooms
+from workspaces.models import Classroom, User
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.docker]
 
@@ -26,6 +28,20 @@ def test_teacher_broadcasts_and_watches_the_class(browser, live_server_url, make
     page.fill("#new-classroom textarea[name=students]", "kid1, kid2, kid3")
     page.click("#new-classroom button[type=submit]")
     page.wait_for_url(f"{live_server_url}/classrooms/*/")
+    page.wait_for_selector("#live-indicator.on")
+    # Invited, not members yet: nobody's screen is in the grid.
+    assert page.locator(".thumb").count() == 0
+    assert "kid1, kid2, kid3" in page.inner_text("#invited")
+    # kid1 accepts on their dashboard; kid2 and kid3 join with the class's code.
+    student.reload()
+    invitation = student.locator("#invitations li", has_text="Difference Engines")
+    invitation.locator("button", has_text="Accept").click()
+    student.locator("#my-classrooms", has_text="Difference Engines").wait_for()
+    student.wait_for_selector("#live-indicator.on")
+    classroom = Classroom.objects.get(name="Difference Engines")
+    for kid in ("kid2", "kid3"):
+        classrooms.join(User.objects.get(username=kid), classroom.join_code)
+    page.reload()
     page.wait_for_selector("#live-indicator.on")
     assert page.locator(".thumb").count() == 3
     screenshot(page, "classroom-before-broadcast")

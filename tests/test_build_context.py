@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tracemalloc
 import zipfile
 
 import pytest
@@ -149,3 +150,71 @@ def test_an_archive_without_a_dockerfile_or_not_an_archive():
     assert "no Dockerfile" in refused(tar_upload(("README", b"hi", {})))
     assert "Cannot read notes.zip" in refused(io.BytesIO(b"just text"), "notes.zip")
     assert "Cannot read notes.tar" in refused(io.BytesIO(b"just text"), "notes.tar")
+
+
+def raw_tar_upload(
+    *members: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes], fmt=tarfile.GNU_FORMAT
+) -> io.BytesIO:
+    """Members as given (with their pax headers or long names), gzipped."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=fmt) as archive:
+        for item in members:
+            info, content = item if isinstance(item, tuple) else (item, b"")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    out.seek(0)
+    return out
+
+
+def dockerfile() -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo("Dockerfile"), DOCKERFILE
+
+
+def test_long_name_headers_count_as_members(monkeypatch):
+    monkeypatch.setattr(docker_catalog, "MAX_FILES", 3)
+    long = [tarfile.TarInfo(f"{'d' * 120}/f{i}") for i in range(2)]  # each: a GNU 'L' header, then the file
+    assert "more than 3 files" in refused(raw_tar_upload(dockerfile(), *long))
+    short = [tarfile.TarInfo(f"f{i}") for i in range(2)]
+    assert set(unpack(raw_tar_upload(dockerfile(), *short))) == {"Dockerfile", "f0", "f1"}
+
+
+def test_pax_headers_count_against_the_unpacked_size(monkeypatch):
+    monkeypatch.setattr(docker_catalog, "MAX_UNPACKED_BYTES", 1024**2)
+    padded = []
+    for i in range(30):  # 30 tiny files, each with a 50 KiB pax record: 1.5 MiB of headers
+        info = tarfile.TarInfo(f"f{i}")
+        info.pax_headers = {"comment": "x" * 50_000}
+        padded.append(info)
+    message = refused(raw_tar_upload(dockerfile(), *padded, fmt=tarfile.PAX_FORMAT))
+    assert "unpacks to more than 1 MiB" in message
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read():
+    info = tarfile.TarInfo("f")
+    info.pax_headers = {"comment": "x" * (64 * 1024**2)}  # 64 MiB that gzip makes 64 KiB
+    upload = raw_tar_upload(info, dockerfile(), fmt=tarfile.PAX_FORMAT)
+    assert upload.getbuffer().nbytes < 1024**2
+    tracemalloc.start()
+    try:
+        message = refused(upload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "pax header" in message and "64 KiB" in message
+    assert peak < 16 * 1024**2, f"{peak} bytes held while refusing it"
+
+
+def test_a_gnu_long_name_longer_than_a_path_is_refused():
+    message = refused(raw_tar_upload(dockerfile(), tarfile.TarInfo("a/" * 3000 + "f")))
+    assert "longer than 4096 bytes" in message
+
+
+def test_the_name_a_pax_record_gives_is_the_one_checked():
+    sneaky = tarfile.TarInfo("harmless.txt")
+    sneaky.pax_headers = {"path": "../../etc/cron.d/evil"}
+    assert "'..'" in refused(raw_tar_upload(dockerfile(), (sneaky, b"x"), fmt=tarfile.PAX_FORMAT))
+    # An archive that starts with a pax header (a non-ASCII name) is an ordinary archive.
+    first = tarfile.TarInfo("données.txt")
+    first.pax_headers = {"path": "données.txt"}
+    members = unpack(raw_tar_upload((first, b"1"), dockerfile(), fmt=tarfile.PAX_FORMAT))
+    assert set(members) == {"Dockerfile", "données.txt"}

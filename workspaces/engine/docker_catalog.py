@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,6 +28,12 @@ _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 MAX_UPLOAD_BYTES = 200 * 1024**2
 MAX_UNPACKED_BYTES = 512 * 1024**2
 MAX_FILES = 20_000
+# A tar's extended headers (GNU long names and link names, pax records) are
+# read whole into memory by tarfile: each is capped before it is read, and
+# each counts as a member and its bytes as unpacked bytes.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PATH = 4096
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
 # What a pull reports per layer; other events (the tag's own "Pulling from") are not layers.
 _LAYER_STATUSES = {
     "Pulling fs layer",
@@ -67,6 +74,8 @@ class _Member:
 
 def _clean(name: str) -> str:
     """The path inside the context; BadContext for one that could leave it."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise BadContext(f"The archive has a path longer than {MAX_PATH} bytes ({name[:60]}…).")
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         raise BadContext(f"The archive has an absolute path ({name}); a build context holds relative ones.")
     parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
@@ -82,25 +91,49 @@ def _limits(count: int, total: int) -> None:
         raise BadContext(f"The archive unpacks to more than {MAX_UNPACKED_BYTES // 1024**2} MiB.")
 
 
+class _CountedTarInfo(tarfile.TarInfo):
+    """A header that counts, and caps, the extended headers before tarfile reads them whole."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in _EXTENDED:
+            if self.size > MAX_HEADER_BYTES:
+                raise BadContext(
+                    f"The archive has a long-name or pax header of {self.size} bytes "
+                    f"(at most {MAX_HEADER_BYTES // 1024} KiB)."
+                )
+            # Set here too: tarfile reads the first member while it opens the archive.
+            seen = archive.__dict__.setdefault("lattice_seen", [0, 0])
+            seen[0], seen[1] = seen[0] + 1, seen[1] + tarfile.BLOCKSIZE + self.size
+            _limits(*seen)
+        return super()._proc_member(archive)
+
+
 def _tar_members(archive: tarfile.TarFile) -> Iterator[_Member]:
-    count = total = 0
-    for member in archive:  # one header at a time: stops at the first one over a limit
-        if member.issym() or member.islnk():
-            raise BadContext(
-                f"The archive has a link ({member.name}); upload the file itself, links are not accepted."
+    # [members and extended headers, bytes]: the headers' share is counted as they are read.
+    seen = archive.__dict__.setdefault("lattice_seen", [0, 0])
+    with tempfile.TemporaryDirectory() as nowhere:  # empty: the data filter's checks stay lexical
+        for member in archive:  # one header at a time: stops at the first one over a limit
+            if member.issym() or member.islnk():
+                raise BadContext(
+                    f"The archive has a link ({member.name}); upload the file itself, links are not accepted."
+                )
+            if not (member.isdir() or member.isfile()) or member.issparse():
+                raise BadContext(f"The archive has a device or pipe ({member.name}); only files and folders.")
+            seen[0], seen[1] = seen[0] + 1, seen[1] + tarfile.BLOCKSIZE + member.size
+            _limits(*seen)
+            name = _clean(member.name)
+            try:  # Python's own rules for unpacking untrusted archives, on top of ours
+                tarfile.data_filter(member, nowhere)
+            except tarfile.FilterError as exc:
+                raise BadContext(f"The archive has a member that cannot be unpacked safely: {exc}") from exc
+            yield _Member(
+                name,
+                member.isdir(),
+                bool(member.mode & 0o111),
+                member.size,
+                member.mtime,
+                lambda member=member: archive.extractfile(member),
             )
-        if not (member.isdir() or member.isfile()):
-            raise BadContext(f"The archive has a device or pipe ({member.name}); only files and folders.")
-        count, total = count + 1, total + member.size
-        _limits(count, total)
-        yield _Member(
-            _clean(member.name),
-            member.isdir(),
-            bool(member.mode & 0o111),
-            member.size,
-            member.mtime,
-            lambda member=member: archive.extractfile(member),
-        )
 
 
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
@@ -141,7 +174,7 @@ def context_from_upload(upload: BinaryIO, filename: str, out: BinaryIO) -> int:
             archive: Any = zipfile.ZipFile(upload)
             members_of = _zip_members
         else:
-            archive = tarfile.open(fileobj=upload, mode="r:*")  # noqa: SIM115 (closed below)
+            archive = tarfile.open(fileobj=upload, mode="r:*", tarinfo=_CountedTarInfo)  # noqa: SIM115 (closed below)
             members_of = _tar_members
         with archive:
             members = [m for m in members_of(archive) if m.name and not m.name.startswith("__MACOSX")]

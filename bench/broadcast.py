@@ -188,9 +188,14 @@ def main() -> None:
             User.objects.create_user(name, password="x")
         client = APIClient(HTTP_ORIGIN=ORIGIN)
         client.force_authenticate(teacher)
-        classroom = client.post(
-            "/api/classrooms/", {"name": "Bench", "students": names}, format="json"
-        ).json()
+        classroom = client.post("/api/classrooms/", {"name": "Bench"}, format="json").json()
+        # Students are members by their own act: each joins with the class's code, as in a lesson.
+        for name in names:
+            pupil = APIClient(HTTP_ORIGIN=ORIGIN)
+            pupil.force_authenticate(User.objects.get(username=name))
+            joined = pupil.post("/api/classrooms/join/", {"code": classroom["join_code"]}, format="json")
+            if joined.status_code != 200:
+                raise SystemExit(f"{name} could not join: {joined.status_code} {joined.json()}")
 
         alone = baseline(args.apps)
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from PIL import Image as Picture
+from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
@@ -42,6 +43,12 @@ def closes_soon(rfb: RFBClient, within: float = 5) -> bool:
     return False
 
 
+def as_student(student) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(student)
+    return client
+
+
 def test_a_class_of_five(engine, api_client, make_user):
     teacher = make_user("ms-lovelace", role="teacher")
     students = [make_user(f"pupil{n}") for n in range(1, CLASS_SIZE + 1)]
@@ -54,6 +61,9 @@ def test_a_class_of_five(engine, api_client, make_user):
     ).json()
     classroom = Classroom.objects.get(pk=room["id"])
     folder = classroom.folder
+    for student in students:  # invited: each accepts, and only then is in the class
+        assert as_student(student).post(f"/api/classrooms/{room['id']}/accept/").status_code == 200
+    assert classroom.students.count() == CLASS_SIZE
 
     # The teacher's own workspace: starter files in /data, and later the demo.
     mine = tclient.post("/api/workspaces/", {"display": "desktop", "apps": []}, format="json").json()["id"]

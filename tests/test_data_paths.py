@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import socket
 import subprocess
 import tarfile
 import time
@@ -115,6 +117,13 @@ def test_a_hostile_student_never_breaks_the_collect(engine, make_user):
     folder = room.folder
     fill(teacher, "true")
     fill(hostile, HOSTILE_STUDENT.format(folder=folder))
+    listening = socket.socket(
+        socket.AF_UNIX
+    )  # a socket, made from the host: the base image has no tool for one
+    mountpoint = json.loads(
+        docker("volume", "inspect", names.data_volume(settings.LATTICE_ENGINE_PREFIX, hostile.pk))
+    )
+    listening.bind(f"{mountpoint[0]['Mountpoint']}/{folder}/sock")
     fill(fine, f"mkdir {folder} && echo 'homework' > {folder}/answer.txt")
     fill(broken, f"mkdir elsewhere && echo secret > elsewhere/s && ln -s elsewhere {folder}")
     job = Job.objects.create(
@@ -122,6 +131,7 @@ def test_a_hostile_student_never_breaks_the_collect(engine, make_user):
     )  # `empty` has never started a workspace: no volume at all
 
     tasks.collect_classroom(job.pk, room.pk)
+    listening.close()
 
     job.refresh_from_db()
     assert job.state == JobState.DONE, job.message
@@ -138,6 +148,7 @@ def test_a_hostile_student_never_breaks_the_collect(engine, make_user):
         ("diary", "a symbolic link"),
         ("passwd", "a symbolic link"),
         ("pipe", "a named pipe"),
+        ("sock", "a socket"),
     ]
     assert not report["linked"]["ok"] and "no folder" in report["linked"]["detail"]
     assert not report["nothing"]["ok"] and report["nothing"]["files"] == 0

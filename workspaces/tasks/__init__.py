@@ -7,7 +7,7 @@ autodiscovery finds them all.
 
 from .backup import back_up, back_up_due
 from .catalog import build_image, pull_image
-from .classroom import collect_classroom, run_broadcast, start_seat
+from .classroom import collect_classroom, rotate_vnc_passwords, run_broadcast, start_seat
 from .diagnostics import run_diagnostics
 from .disk import watch_disks
 from .saved_image import commit_container
@@ -31,6 +31,7 @@ __all__ = [
     "pull_image",
     "reconcile",
     "remove_workspace",
+    "rotate_vnc_passwords",
     "run_broadcast",
     "run_diagnostics",
     "spawn_workspace",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 from celery import shared_task
-from django.conf import settings
-from django.db import connections
+from django.db import transaction
 from django.db.models import F
 
 from .. import (
@@ -19,6 +18,7 @@ from .. import (
 )
 from ..backups import BackupError
 from ..engine.base import EngineError
+from ..engine_access import backend
 from ..models import (
     Broadcast,
     BroadcastState,
@@ -48,18 +48,22 @@ def _fail_seat(seat_id: int, message: str) -> None:
         )
 
 
-# How long a seat waits for a start slot while other classes' starts hold them all.
+# How long a seat may wait, in all, for a start slot while other starts hold
+# them all; it waits in the broker (re-queued every SLOT_POLL seconds), never
+# in a worker thread.
 SLOT_WAIT = 1800
+SLOT_POLL = 1.0
 
 
 @shared_task
 def run_broadcast(broadcast_id: int) -> None:
-    """Start every queued seat of a broadcast.
+    """Queue a start for every queued seat of a broadcast.
 
     At most LATTICE_BROADCAST_CONCURRENCY starts run at once across the whole
     site (each start_seat holds one of classrooms.StartSlots): a class of 30
     must not become 30 simultaneous container starts on a 2-core machine, nor
-    two classes twice the bound.
+    two classes twice the bound. A seat that finds no free slot goes back to
+    the queue for a moment rather than holding a worker thread.
     """
     broadcast = Broadcast.objects.filter(pk=broadcast_id).first()
     if broadcast is None:
@@ -68,42 +72,58 @@ def run_broadcast(broadcast_id: int) -> None:
     seats = list(
         Seat.objects.filter(broadcast=broadcast, state=SeatState.QUEUED).values_list("pk", flat=True)
     )
-    with ThreadPoolExecutor(max_workers=settings.LATTICE_BROADCAST_CONCURRENCY) as pool:
-        for result in pool.map(_start_seat_in_thread, seats):
-            if isinstance(result, Exception):  # one student's failure never stops the others
-                logger.error("broadcast %s: %s", broadcast_id, result)
-    Broadcast.objects.filter(pk=broadcast_id).update(state=BroadcastState.DONE)
+    for seat_id in seats:
+        try:
+            start_seat.delay(seat_id)
+        except Exception as exc:  # one student's failure never stops the others
+            logger.exception("broadcast %s: seat %s", broadcast_id, seat_id)
+            _fail_seat(seat_id, f"Could not start: {exc}")
+    _finish_if_over(broadcast_id)
 
 
-def _start_seat_in_thread(seat_id: int) -> Exception | None:
-    try:
-        start_seat(seat_id)
-    except Exception as exc:
-        _fail_seat(seat_id, f"Could not start: {exc}")  # the grid shows it, with Retry
-        return exc
-    finally:
-        connections.close_all()  # this thread's own database connection
-    return None
+def _finish_if_over(broadcast_id: int) -> None:
+    """The broadcast is done once none of its seats waits or starts."""
+    waiting = Seat.objects.filter(broadcast_id=broadcast_id, state__in=[SeatState.QUEUED, SeatState.STARTING])
+    if not waiting.exists():
+        Broadcast.objects.filter(pk=broadcast_id).update(state=BroadcastState.DONE)
 
 
 @shared_task
-def start_seat(seat_id: int) -> None:
+def start_seat(seat_id: int, waited: float = 0.0) -> None:
     """One student's part, from a broadcast or a retry: a start slot, the starter files, the workspace."""
-    if not Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).exists():
+    seat = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).values("broadcast_id").first()
+    if seat is None:
         return  # cancelled by "stop all", or started already
     slots = classrooms.StartSlots()
     slot = classrooms.seat_slot(seat_id)
-    if not slots.acquire(slot, wait=SLOT_WAIT):
-        _fail_seat(seat_id, "Other classes' starts kept the engine busy; retry in a moment.")
+    if not slots.try_acquire(slot):
+        if waited >= SLOT_WAIT:
+            _fail_seat(seat_id, "Other classes' starts kept the engine busy; retry in a moment.")
+            _finish_if_over(seat["broadcast_id"])
+        else:
+            _queue_again(seat_id, waited + SLOT_POLL)
         return
     try:
         _start_seat(seat_id, lambda: slots.refresh(slot))
     except Exception as exc:
         logger.exception("seat %s failed to start", seat_id)
         _fail_seat(seat_id, f"Could not start: {exc}")
-        raise
     finally:
         slots.release(slot)
+        _finish_if_over(seat["broadcast_id"])
+
+
+def _eager() -> bool:
+    return bool(start_seat.app.conf.task_always_eager)
+
+
+def _queue_again(seat_id: int, waited: float) -> None:
+    """Back to the broker for SLOT_POLL seconds: the worker thread is free meanwhile."""
+    if _eager():
+        # Eager mode (CELERY_TASK_ALWAYS_EAGER) runs the task inline at once,
+        # whatever the countdown: wait it here, or the inline retries spin.
+        time.sleep(SLOT_POLL)
+    start_seat.apply_async((seat_id, waited), countdown=SLOT_POLL)
 
 
 def _start_seat(seat_id: int, still_working) -> None:
@@ -210,3 +230,40 @@ def _collect_from(student, classroom: Classroom, teacher) -> dict:
         "skipped": skipped,
         "failed": failed,
     }
+
+
+# How often a password rotation waits for a start or stop under way to end.
+ROTATE_TRIES = 24
+ROTATE_POLL = 5
+
+
+@shared_task
+def rotate_vnc_passwords(workspace_id: int, tries: int = 0) -> None:
+    """New VNC passwords for a workspace: a control session or a demo of it ended.
+
+    A running display takes them at once (Xvnc reads its password file at
+    every authentication), so the old ones open nothing from now on; a
+    stopped one gets them at its next start (a display whose passwords
+    changed is made anew). The row is locked meanwhile, so a stop or a start
+    never reads passwords the display does not have.
+    """
+    password, view_password = lifecycle.new_vnc_password(), lifecycle.new_vnc_password()
+    with transaction.atomic():
+        rows = Workspace.objects.filter(pk=workspace_id, deleting=False)
+        current = rows.select_for_update().values("state", "engine_id").first()
+        if current is None:
+            return
+        if current["state"] == WorkspaceState.RUNNING:
+            try:
+                backend().set_vnc_passwords(current["engine_id"], password, view_password)
+            except EngineError as exc:
+                logger.warning("workspace %s: VNC passwords not rotated: %s", workspace_id, exc)
+                return
+        elif current["state"] not in (WorkspaceState.STOPPED, WorkspaceState.FAILED):
+            # A start or stop is under way and owns the display: again once it is over.
+            if tries < ROTATE_TRIES:
+                transaction.on_commit(
+                    lambda: rotate_vnc_passwords.apply_async((workspace_id, tries + 1), countdown=ROTATE_POLL)
+                )
+            return
+        rows.update(vnc_password=password, vnc_view_password=view_password)

@@ -14,6 +14,10 @@ const stateBadge = document.getElementById("viewer-state");
 const clipboardText = document.getElementById("clipboard-text");
 const id = Number(screen.dataset.workspace);
 const mode = screen.dataset.mode;
+// Someone else's screen (a teacher watching or in control, a class watching a
+// demo): that desktop must not read this person's clipboard, nor write to it,
+// unless they click. Their own desktop shares the clipboard both ways.
+const own = screen.dataset.own === "1";
 const { tokenUrl, stateUrl, releaseUrl, renewUrl, demoClassroom } = screen.dataset;
 // Started now, awaited when first needed: listeners must be in place before
 // any await, or a live event sent meanwhile would be lost.
@@ -129,7 +133,8 @@ async function connect() {
   });
   rfb.addEventListener("clipboard", (e) => {
     clipboardText.value = e.detail.text;
-    navigator.clipboard?.writeText(e.detail.text).catch(() => {});
+    if (own) navigator.clipboard?.writeText(e.detail.text).catch(() => {});
+    else document.getElementById("clipboard-toggle").classList.add("news");
   });
   rfb.addEventListener("credentialsrequired", () => rfb.sendCredentials({ password: grant.password }));
 }
@@ -166,8 +171,9 @@ function disconnect() {
 }
 
 clipboardText.addEventListener("input", () => session?.rfb?.clipboardPasteFrom(clipboardText.value));
-// Text copied in the browser goes to the desktop when the user comes back to it.
+// Text copied in the browser goes to their own desktop when the user comes back to it.
 screen.addEventListener("focusin", async () => {
+  if (!own) return;
   try {
     const text = await navigator.clipboard.readText();
     if (text && text !== clipboardText.value) {
@@ -178,9 +184,13 @@ screen.addEventListener("focusin", async () => {
     /* the browser did not grant clipboard reading: the panel still works */
   }
 });
-document.getElementById("clipboard-toggle").addEventListener("click", () => {
+document.getElementById("clipboard-toggle").addEventListener("click", (e) => {
   const panel = document.getElementById("clipboard-panel");
   panel.hidden = !panel.hidden;
+  e.currentTarget.classList.remove("news");
+});
+document.getElementById("clipboard-copy")?.addEventListener("click", () => {
+  navigator.clipboard?.writeText(clipboardText.value).catch(() => {});
 });
 document.getElementById("fullscreen").addEventListener("click", () => document.documentElement.requestFullscreen?.());
 document.getElementById("start-again")?.addEventListener("click", async () => {

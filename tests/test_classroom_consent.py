@@ -407,3 +407,39 @@ def test_an_unreviewed_saved_image_does_not_go_to_a_class(
     # A site that allows unreviewed images in classes says so in its settings.
     settings.LATTICE_CLASSES_ALLOW_UNREVIEWED_IMAGES = True
     assert api.post(url, {"display": mine.slug}, format="json").status_code == 202
+
+
+def test_an_admin_who_takes_a_student_out_ends_the_classes_access(
+    client, admin_user, teacher, room, owner, desktop
+):
+    room.students.add(owner)
+    ws = running_seat(room, owner, desktop)
+    teaching.start_session(teacher, ws, teaching.CONTROL, "tab-one", room)
+    client.force_login(admin_user)
+    response = client.post(
+        f"/django-admin/workspaces/classroom/{room.pk}/change/",
+        {"name": room.name, "join_code": room.join_code, "teachers": [teacher.pk], "internet": "on"},
+    )
+    assert response.status_code == 302
+    assert not room.students.exists()
+    assert teaching.watched_by(ws) == {}
+    removed = AuditEvent.objects.get(action=audit.REMOVE)
+    assert (removed.actor_name, removed.subject_name) == ("boss", "owner")
+    end = AuditEvent.objects.get(action=audit.SESSION_END)
+    assert end.detail["reason"] == "an admin took the student out of the class"
+
+
+def test_a_demo_is_in_the_audit_log(teacher, room, desktop):
+    shown = Workspace.objects.create(
+        owner=teacher, display=desktop, state="running", engine_state={"endpoint": ENDPOINT}
+    )
+    teaching.start_demo(room, shown)
+    teaching.end_demo(room)
+    assert list(
+        AuditEvent.objects.order_by("pk").values_list(
+            "action", "mode", "actor_name", "workspace_id", "classroom_id"
+        )
+    ) == [
+        (audit.DEMO_START, "demo", "teach", shown.pk, room.pk),
+        (audit.DEMO_END, "demo", "teach", shown.pk, room.pk),
+    ]

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from . import audit
+from . import audit, classrooms
 from .models import AuditEvent, Classroom, Job, User
 
 
@@ -68,3 +68,9 @@ class ClassroomAdmin(admin.ModelAdmin):
             audit.record(
                 audit.PLACE, actor=request.user, subject=student, classroom=classroom, via="django-admin"
             )
+        # Taken out of the class: its teachers' views and control end, as when a student leaves.
+        for student in User.objects.filter(pk__in=before).exclude(classrooms=classroom):
+            audit.record(
+                audit.REMOVE, actor=request.user, subject=student, classroom=classroom, via="django-admin"
+            )
+            classrooms.end_access(classroom, student, "an admin took the student out of the class")

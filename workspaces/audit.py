@@ -3,7 +3,8 @@
 Actions are dotted names, grouped by what they are about: ``screen.session.start``
 and ``screen.session.end`` (someone views or controls another user's screen),
 ``classroom.invite``, ``classroom.accept``, ``classroom.decline``,
-``classroom.join``, ``classroom.place``, ``classroom.leave``. A new feature adds
+``classroom.join``, ``classroom.place``, ``classroom.leave``, ``classroom.remove``,
+``screen.demo.start`` and ``screen.demo.end`` (a teacher shows their screen to a class). A new feature adds
 its own names here; it never adds a table.
 """
 
@@ -21,6 +22,9 @@ DECLINE = "classroom.decline"
 JOIN = "classroom.join"
 PLACE = "classroom.place"
 LEAVE = "classroom.leave"
+REMOVE = "classroom.remove"
+DEMO_START = "screen.demo.start"
+DEMO_END = "screen.demo.end"
 
 
 def record(

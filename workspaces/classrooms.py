@@ -194,10 +194,15 @@ def leave(student: User, pk: int) -> Classroom:
         raise refusals.Missing("You are not in that classroom.")
     classroom.students.remove(student)
     audit.record(audit.LEAVE, actor=student, subject=student, classroom=classroom)
+    end_access(classroom, student, "the student left the class")
+    return classroom
+
+
+def end_access(classroom: Classroom, student: User, reason: str) -> None:
+    """End every view and control of this student's screens that came through this class."""
     ids = Seat.objects.filter(broadcast__classroom=classroom, student=student, workspace__isnull=False)
     for workspace in Workspace.objects.filter(pk__in=ids.values("workspace_id")):
-        end_class_sessions(workspace, classroom, reason="the student left the class")
-    return classroom
+        end_class_sessions(workspace, classroom, reason=reason)
 
 
 def check_files_path(path: str) -> str:

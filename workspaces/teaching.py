@@ -345,6 +345,7 @@ def start_demo(classroom: Classroom, workspace: Workspace) -> None:
     lifecycle.redis_client().set(
         f"{DEMO_KEY}{classroom.pk}", json.dumps({"workspace": workspace.pk}), ex=8 * 3600
     )
+    _log_demo(audit.DEMO_START, classroom, workspace)
     _announce_demo(classroom, active=True)
 
 
@@ -356,9 +357,22 @@ def end_demo(classroom: Classroom) -> None:
     # teacher's own connections to the workspace are not in the scope and stay.
     display_tokens.revoke_scope(client, demo_scope(classroom))
     if shown is not None:
+        _log_demo(audit.DEMO_END, classroom, shown)
         # The whole class had its view-only password: it opens nothing from now on.
         rotate_vnc_passwords(shown)
     _announce_demo(classroom, active=False)
+
+
+def _log_demo(action: str, classroom: Classroom, workspace: Workspace) -> None:
+    """The class watches the teacher's own screen: the teacher is both who did it and whose screen."""
+    audit.record(
+        action,
+        actor=workspace.owner,
+        subject=workspace.owner,
+        mode="demo",
+        workspace=workspace,
+        classroom=classroom,
+    )
 
 
 def demo_workspace(classroom: Classroom) -> Workspace | None:

@@ -1,7 +1,7 @@
 """Users' data volumes, backed up to object storage and restored onto an engine that lacks them.
 
 A backup is a tar of the whole volume (owners and modes kept), stored under
-``data/<user>/<time>-<sha256>.tar``. It is taken when a workspace stops,
+``data/u-<user id>/<time>-<sha256>.tar``. It is taken when a workspace stops,
 every LATTICE_BACKUP_INTERVAL while one runs, and when the user asks; a
 volume found unchanged since the last backup stores nothing new. The newest
 LATTICE_BACKUPS_KEPT are kept.

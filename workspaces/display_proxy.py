@@ -29,8 +29,12 @@ LATTICE_DISPLAY_CONNECTIONS_PER_USER (8).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
+import importlib
 import logging
 import os
+import pwd
 import re
 import socket
 import struct
@@ -252,6 +256,45 @@ class Handler(ProxyRequestHandler):
         super().log_message("%s", _TOKEN_IN_TEXT.sub("token=<hidden>", format % args))
 
 
+# Standard modules the proxy would only import on first use (resolving the
+# listen address, a client's request): loaded while they can still be read.
+_LOADED_LATER = (
+    "encodings.idna",
+    "encodings.ascii",
+    "encodings.latin_1",
+    "email.feedparser",
+    "email.utils",
+    "multiprocessing.popen_fork",
+)
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def drop_privileges(user: str) -> None:
+    """Become ``user``, in its own groups only, for good: no capabilities, no way back, no new privileges.
+
+    Done in the process, after every module is imported and before anything
+    is listened to: the interpreter and its standard library may live where
+    only root can read (a pyenv under /root), and nothing from a client has
+    been read yet.
+    """
+    for module in _LOADED_LATER:
+        importlib.import_module(module)
+    entry = pwd.getpwnam(user)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in range(64):  # empty the bounding set: no file capability can bring one back
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                break  # past the last capability this kernel knows
+            raise OSError(ctypes.get_errno(), f"could not drop capability {capability}")
+    os.initgroups(user, entry.pw_gid)
+    os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+    os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "could not set no_new_privs")
+    os.environ["HOME"] = entry.pw_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default=os.environ.get("LATTICE_DISPLAY_PROXY_LISTEN", "127.0.0.1:6080"))
@@ -261,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
         "--origins",
         default=os.environ.get("LATTICE_DISPLAY_ORIGINS", ""),
         help="space-separated origins allowed to connect, e.g. 'http://127.0.0.1:8000'",
+    )
+    parser.add_argument(
+        "--user",
+        help="started as root: run as this unprivileged user (make run: lattice-display, scripts/display-proxy)",
     )
     args = parser.parse_args(argv)
     if not args.origins:
@@ -278,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
         heartbeat=30,
     )
     server.limits = limits
+    if args.user:
+        drop_privileges(args.user)
+        logging.info("running as %s (uid %d), groups %s", args.user, os.getuid(), os.getgroups())
     server.start_server()
 
 

@@ -121,8 +121,6 @@ class WorkspaceSpec:
     geometry: str = "1280x800"
     # The owner's stable id: it names their data volume (names.data_volume).
     owner_id: int = 0
-    # The owner's stable id: it names their data volume (names.data_volume).
-    owner_id: int = 0
     # False: the apps' network has no route out at all (an exam, an image
     # without internet). True still never reaches the host, private ranges or
     # another workspace (egress.py).
@@ -130,8 +128,6 @@ class WorkspaceSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace_id", str(self.workspace_id))
-        if isinstance(self.owner_id, bool) or not isinstance(self.owner_id, int) or self.owner_id < 1:
-            raise InvalidSpecError("a workspace needs its owner's id: it names their data volume")
         if isinstance(self.owner_id, bool) or not isinstance(self.owner_id, int) or self.owner_id < 1:
             raise InvalidSpecError("a workspace needs its owner's id: it names their data volume")
         object.__setattr__(self, "apps", tuple(self.apps))

@@ -117,18 +117,16 @@ def test_a_hostile_student_never_breaks_the_collect(engine, make_user):
     folder = room.folder
     fill(teacher, "true")
     fill(hostile, HOSTILE_STUDENT.format(folder=folder))
-    listening = socket.socket(
-        socket.AF_UNIX
-    )  # a socket, made from the host: the base image has no tool for one
+    # A socket, made from the host: the base image has no tool for one.
+    listening = socket.socket(socket.AF_UNIX)
     mountpoint = json.loads(
         docker("volume", "inspect", names.data_volume(settings.LATTICE_ENGINE_PREFIX, hostile.pk))
     )
     listening.bind(f"{mountpoint[0]['Mountpoint']}/{folder}/sock")
     fill(fine, f"mkdir {folder} && echo 'homework' > {folder}/answer.txt")
     fill(broken, f"mkdir elsewhere && echo secret > elsewhere/s && ln -s elsewhere {folder}")
-    job = Job.objects.create(
-        owner=teacher, kind="collect"
-    )  # `empty` has never started a workspace: no volume at all
+    # `empty` has never started a workspace: no volume at all.
+    job = Job.objects.create(owner=teacher, kind="collect")
 
     tasks.collect_classroom(job.pk, room.pk)
     listening.close()

@@ -21,13 +21,26 @@ def copy_folder(src: User, src_path: str, dst: User, dst_path: str) -> list[dict
     One entry per file (see the engine's copy_data): links, pipes, sockets
     and devices are skipped and listed, never followed.
     """
-    with backups.held(src, dst):
-        backups.bring_back(src)
-        if dst.pk != src.pk:
-            backups.bring_back(dst)
+    if src.pk != dst.pk:
+        # The source only has to be there: its lock is not held through the copy,
+        # so a class's starter copies from one teacher run side by side.
+        with backups.held(src):
+            backups.bring_back(src)
+    # The target's lock is held until the copy is in: it may make the volume.
+    with backups.held(dst):
+        backups.bring_back(dst)
         return backend().copy_data(src.pk, src_path, dst.pk, dst_path)
 
 
 def verified(files: list[dict[str, str]]) -> list[dict[str, str]]:
     """The files written whose checksum matches the source's."""
     return [f for f in files if f["status"] in WRITTEN and f["source_sha256"] == f["sha256"]]
+
+
+def not_copied(files: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The files that were meant to be copied and were not, or not as they were."""
+    return [
+        f
+        for f in files
+        if f["status"] == "failed" or (f["status"] in WRITTEN and f["source_sha256"] != f["sha256"])
+    ]

@@ -186,6 +186,7 @@ head -c 300000 /dev/urandom > class/sub/work.bin
 ln -s /etc/passwd class/passwd
 ln -s ../other class/other-folder
 mkfifo class/pipe
+printf 'mine alone' > class/locked && chmod 000 class/locked
 sha256sum class/sub/work.bin | cut -c1-64 > work.sha
 """
 
@@ -202,6 +203,11 @@ def test_a_copy_takes_regular_files_whatever_their_names_and_skips_the_rest(back
     assert all(by_path[p]["source_sha256"] == by_path[p]["sha256"] for p in written)
     skipped = {p: f["detail"] for p, f in by_path.items() if f["status"] == "skipped"}
     assert skipped == {"passwd": "a symbolic link", "other-folder": "a symbolic link", "pipe": "a named pipe"}
+    # A file the helper may not read is told, and the others still come.
+    assert (by_path["locked"]["status"], by_path["locked"]["detail"]) == (
+        "failed",
+        "could not be read (Permission denied)",
+    )
 
     got = members_of(backend, teacher)
     folder = "collected/class/student/"
@@ -220,9 +226,7 @@ def test_a_copy_takes_regular_files_whatever_their_names_and_skips_the_rest(back
         work = archive.extractfile(f"./{folder}sub/work.bin").read()
     assert hashlib.sha256(work).hexdigest() == by_path["sub/work.bin"]["source_sha256"]
     inside = {n.removeprefix(folder) for n in got if n.startswith(folder)}
-    assert inside == {"sub", *contents, "sub/work.bin"}, (
-        "a link, a pipe or a linked folder's file came in"
-    )
+    assert inside == {"sub", *contents, "sub/work.bin"}, "a link, a pipe or a linked folder's file came in"
     assert not any(m.issym() or m.isfifo() for m in got.values())
 
 

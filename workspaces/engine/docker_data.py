@@ -46,10 +46,13 @@ cd /data
 if [ -L "./$1" ] || [ ! -d "./$1" ]; then echo "ERROR there is no folder /data/$1" >&2; exit 4; fi
 mkdir -p /tmp/snapshot
 find "./$1" -type s -print0 > /tmp/snapshot/sockets
-tar --create --format=gnu --numeric-owner --file=/tmp/snapshot/files.tar "./$1"
+tar --create --format=gnu --numeric-owner --file=/tmp/snapshot/files.tar "./$1" 2> /tmp/snapshot/errors
 code=$?
-# 1: a file changed while it was read; what tar stored is still whole.
-if [ "$code" -gt 1 ]; then echo "ERROR some files could not be read (tar: $code)" >&2; exit 5; fi
+# 1: a file changed while it was read; 2: some could not be read (told in
+# errors). What tar stored is whole either way.
+if [ "$code" -gt 2 ] || [ ! -f /tmp/snapshot/files.tar ]; then
+  echo "ERROR the files could not be read (tar: $code)" >&2; exit 5
+fi
 exit 0
 """
 
@@ -88,6 +91,8 @@ find . -type f -print0 | while IFS= read -r -d '' f; do
 done
 exit 0
 """
+# What tar says of a file it stored, or that is reported apart (sockets): not a failure.
+_TAR_NOTES = ("socket ignored", "file changed as we read it")
 # What a snapshot member that is not a file or folder is called in a report.
 _KINDS_SKIPPED = {
     tarfile.SYMTYPE: "a symbolic link",
@@ -300,11 +305,10 @@ def _kept_files(
     """
     kept: dict[bytes, str] = {}
     skipped: list[dict[str, str]] = []
+    unread: list[dict[str, str]] = []
 
     def skip(path: str, detail: str) -> None:
-        skipped.append(
-            {"path": shown(path), "status": "skipped", "detail": detail, "source_sha256": "", "sha256": ""}
-        )
+        skipped.append(_entry(path, "skipped", detail))
 
     try:
         with tarfile.open(fileobj=snapshot) as outer:
@@ -312,6 +316,13 @@ def _kept_files(
             for raw in (sockets.read() if sockets else b"").split(b"\0"):
                 if raw:
                     skip(_member_path(raw.decode("utf-8", "surrogateescape"), top) or "?", "a socket")
+            errors = outer.extractfile("snapshot/errors")
+            for line in (errors.read() if errors else b"").decode("utf-8", "surrogateescape").splitlines():
+                # "tar: ./<folder>/<path>: Cannot open: Permission denied"
+                where, _, why = line.removeprefix("tar: ").rpartition(": ")
+                path = _member_path(where.split(": ")[0], top)
+                if path is not None and why not in _TAR_NOTES:
+                    unread.append(_entry(path, "failed", f"could not be read ({why})"))
             files = outer.extractfile("snapshot/files.tar")
             if files is None:
                 raise EngineError("Reading the files to copy failed: the engine sent no snapshot.")
@@ -340,7 +351,12 @@ def _kept_files(
     except tarfile.TarError as exc:
         raise EngineError(f"Reading the files to copy failed: the snapshot is damaged ({exc}).") from exc
     incoming.seek(0)
-    return kept, skipped
+    return kept, skipped + unread
+
+
+def _entry(path: str, status: str, detail: str) -> dict[str, str]:
+    """A report entry for a file that was not copied."""
+    return {"path": shown(path), "status": status, "detail": detail, "source_sha256": "", "sha256": ""}
 
 
 class _Hashed:

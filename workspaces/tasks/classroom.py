@@ -217,7 +217,7 @@ def _collect_from(student, classroom: Classroom, teacher) -> dict:
         }
     good = file_copies.verified(files)
     skipped = [{"path": f["path"], "detail": f["detail"]} for f in files if f["status"] == "skipped"]
-    failed = [f["path"] for f in files if f["status"] != "skipped" and f not in good]
+    failed = [f["path"] for f in file_copies.not_copied(files)]
     detail = "verified by sha256"
     if skipped:
         detail += f"; {len(skipped)} skipped (links, pipes, sockets and devices are not collected)"

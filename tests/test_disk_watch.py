@@ -134,6 +134,23 @@ def test_a_pass_still_measuring_makes_the_next_one_skip(engine, owner, images, w
     assert watch() == [ws.pk]
 
 
+def test_a_container_the_engine_cannot_measure_twice_in_a_row_is_stopped(engine, owner, images, watch):
+    ws = running_workspace(owner, images)
+    for key in lifecycle.redis_client().keys(disk_watch.UNMEASURED + "*"):
+        lifecycle.redis_client().delete(key)
+    unmeasured = [ContainerDisk(ws.engine_id, "ide", None)]
+    measured = [ContainerDisk(ws.engine_id, "ide", 1 * MB)]
+    # Once is the engine being slow; a measure in between starts the count again.
+    for usage in (unmeasured, measured, unmeasured):
+        MeasuredEngine.written = usage
+        assert watch() == []
+    MeasuredEngine.written = unmeasured
+    assert watch() == [ws.pk]
+    ws.refresh_from_db()
+    assert ws.state == "stopped"
+    assert ws.message.startswith("Stopped: the IDE container's files outside /data could not be measured")
+
+
 def test_sizes_read_as_the_catalog_writes_them():
     assert disk_watch.size_bytes("4g") == 4 * 1024**3
     assert disk_watch.size_bytes("512m") == 512 * MB

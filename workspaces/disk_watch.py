@@ -28,6 +28,12 @@ from .models import Image, Workspace, WorkspaceState
 logger = logging.getLogger(__name__)
 
 LOCK = "lattice:disk-watch"
+# A container the engine could not measure (its walk outlasted the client's
+# timeout: a student can make it slow with very many files) is counted here;
+# this many passes in a row and its workspace is stopped, so that making the
+# measure fail is never a way around the limit.
+UNMEASURED = "lattice:disk-unmeasured:"
+UNMEASURED_PASSES = 2
 DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
 
 
@@ -70,6 +76,33 @@ def stop_message(image: Image, written: int, limit: int) -> str:
     )[:300]
 
 
+def unmeasured_message(image: Image) -> str:
+    return (
+        f"Stopped: the {image.title or image.slug} container's files outside /data could not be "
+        "measured (too many of them?). Delete files you do not need, or save your work in /data."
+    )[:300]
+
+
+def _unmeasured_again(workspace: Workspace, container: str) -> bool:
+    """Count one more pass in a row without a measure; True once it is UNMEASURED_PASSES."""
+    key = f"{UNMEASURED}{workspace.engine_id}:{container}"
+    with lifecycle.redis_client().pipeline() as pipe:
+        pipe.incr(key)
+        # Forgotten if the next passes never come (the container stopped meanwhile).
+        pipe.expire(key, int(3 * settings.LATTICE_DISK_WATCH_INTERVAL) + 600)
+        count, _ = pipe.execute()
+    return count >= UNMEASURED_PASSES
+
+
+def _verdict(workspace: Workspace, image: Image, measured: ContainerDisk) -> str | None:
+    """Why this container's workspace must stop, or None."""
+    if measured.written is None:
+        return unmeasured_message(image) if _unmeasured_again(workspace, measured.container) else None
+    lifecycle.redis_client().delete(f"{UNMEASURED}{workspace.engine_id}:{measured.container}")
+    limit = limit_of(image)
+    return stop_message(image, measured.written, limit) if measured.written > limit else None
+
+
 def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
     """Running workspaces one of whose containers passed its limit, each with the message why."""
     by_workspace: dict[str, list[ContainerDisk]] = defaultdict(list)
@@ -86,11 +119,9 @@ def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
         images = lifecycle.containers_of(workspace)
         for measured in by_workspace[workspace.engine_id]:
             image = images.get(measured.container)
-            if image is None:
-                continue
-            limit = limit_of(image)
-            if measured.written > limit:
-                found[workspace] = stop_message(image, measured.written, limit)
+            verdict = _verdict(workspace, image, measured) if image is not None else None
+            if verdict:
+                found[workspace] = verdict
                 break
     return found
 

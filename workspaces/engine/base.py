@@ -38,7 +38,7 @@ class ContainerDisk:
 
     workspace_id: str
     container: str  # the spec name ("display", "ide")
-    written: int  # bytes
+    written: int | None  # bytes; None when the engine could not measure it
 
 
 def no_progress(percent: int, message: str) -> None:

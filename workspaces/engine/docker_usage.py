@@ -6,18 +6,28 @@ capped by the engine; the worker watches it instead (workspaces/disk_watch.py)
 and stops a workspace whose container passes its catalog limit. /data is a
 volume, not part of the writable layer, and is never counted here.
 
-Asking for sizes makes the engine walk every running container's upper layer,
-so the call takes time (about 0.1 s a container on our machine; see
-bench/disk_usage.py): it runs once a minute, in one list call for all of them.
+Sizes are the engine's own (SizeRw), which it gets by walking the container's
+layers: with fuse-overlayfs that costs about 1 s a display container on an
+idle 2-core machine and several under load (bench/disk_usage.py). One list
+call with sizes for every container at once outlasts the client's 60 s
+timeout with ten displays on a busy machine, so containers are measured one
+by one: each call stays short, one that went away is skipped, one the engine
+could not measure is reported as such (written None: disk_watch.py decides),
+and the engine is never asked to walk everything at once.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import docker
+import docker.errors
 
 from .base import ContainerDisk
+from .errors import EngineError
+
+logger = logging.getLogger(__name__)
 
 
 class DockerUsageOps:
@@ -29,15 +39,35 @@ class DockerUsageOps:
     def container_disk_usage(self) -> list[ContainerDisk]:
         from .docker_backend import LABEL_CONTAINER, LABEL_WORKSPACE, _translated
 
-        filters = {**self._filters(), "status": ["running"]}
-        with _translated("Measuring the containers' disk use"):
-            rows = self.api.containers(filters=filters, size=True)
-        return [
-            ContainerDisk(
-                workspace_id=row["Labels"][LABEL_WORKSPACE],
-                container=row["Labels"][LABEL_CONTAINER],
-                written=int(row.get("SizeRw") or 0),
-            )
-            for row in rows
-            if LABEL_WORKSPACE in (row.get("Labels") or {}) and LABEL_CONTAINER in row["Labels"]
-        ]
+        running = {**self._filters(), "status": ["running"]}
+        with _translated("Listing the running containers"):
+            rows = self.api.containers(filters=running)
+        measured = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            if LABEL_WORKSPACE not in labels or LABEL_CONTAINER not in labels:
+                continue
+            try:
+                written = self._written(row["Id"], _translated)
+            except _Gone:
+                continue
+            measured.append(ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], written))
+        return measured
+
+    def _written(self, container_id: str, translated: Any) -> int | None:
+        """Bytes the container wrote to its own layer; None when the engine could not measure it."""
+        try:
+            with translated("Measuring a container's disk use"):
+                rows = self.api.containers(all=True, size=True, filters={"id": [container_id]})
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                raise _Gone from exc
+            logger.warning("disk watch: container %s not measured: %s", container_id[:12], exc)
+            return None
+        if not rows:
+            raise _Gone
+        return int(rows[0].get("SizeRw") or 0)
+
+
+class _Gone(Exception):
+    """The container went away between the list and its measure."""

@@ -294,8 +294,9 @@ CELERY_BEAT_SCHEDULE["back-up-data"] = {
 }
 # How often the worker measures what running containers wrote outside /data
 # and stops a workspace over its image's disk_limit (workspaces/disk_watch.py).
-# The engine's measure costs about a second a container on fuse-overlayfs:
-# a class of 30 with an IDE each (60 containers) is about a minute's work.
+# The engine's measure is slow on fuse-overlayfs (1 to 11 s a container,
+# bench/disk_usage.py; overlay2 is far cheaper); a pass still measuring when
+# the next is due makes that one skip, so passes never pile up.
 LATTICE_DISK_WATCH_INTERVAL = env.number("LATTICE_DISK_WATCH_INTERVAL", 120.0, minimum=10)
 CELERY_BEAT_SCHEDULE["watch-disks"] = {
     "task": "workspaces.tasks.disk.watch_disks",

@@ -6,11 +6,12 @@ capped by the engine; the worker watches it instead (workspaces/disk_watch.py)
 and stops a workspace whose container passes its catalog limit. /data is a
 volume, not part of the writable layer, and is never counted here.
 
-Sizes are the engine's own (SizeRw), which it gets by walking the container's
-layers: with fuse-overlayfs that costs about 1 s a display container on an
-idle 2-core machine and several under load (bench/disk_usage.py). One list
-call with sizes for every container at once outlasts the client's 60 s
-timeout with ten displays on a busy machine, so containers are measured one
+Sizes are the engine's own (SizeRw). With fuse-overlayfs the engine finds
+them by comparing the container's whole tree with its image's: about 1 s a
+small container on a quiet 2-core machine, 11 s a desktop one with the
+machine busy (bench/disk_usage.py); overlay2 reads only the container's
+upper layer, far cheaper. One list call with sizes for ten busy displays
+outlasted the client's 60 s timeout, so containers are measured one
 by one: each call stays short, one that went away is skipped, one the engine
 could not measure is reported as such (written None: disk_watch.py decides),
 and the engine is never asked to walk everything at once.

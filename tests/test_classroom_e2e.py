@@ -14,8 +14,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import pointer, sh, wait_for_job, wait_for_state
+from workspaces.display_socket import DisplayTarget
 from workspaces.models import Classroom, Seat, Workspace
-from workspaces.rfb import RFBClient
+from workspaces.rfb import RFBClient, RFBError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 CLASS_SIZE = 5
@@ -41,6 +42,17 @@ def closes_soon(rfb: RFBClient, within: float = 5) -> bool:
     except ConnectionClosed:
         return True
     return False
+
+
+def assert_rotated(workspace_id: int, old: str, field: str = "vnc_password") -> None:
+    """The workspace's VNC password changed from ``old``, and ``old`` no longer opens its display."""
+    deadline = time.monotonic() + 20
+    while getattr(Workspace.objects.get(pk=workspace_id), field) == old:
+        assert time.monotonic() < deadline, "the VNC passwords did not rotate"
+        time.sleep(0.2)
+    endpoint = Workspace.objects.get(pk=workspace_id).engine_state["endpoint"]
+    with pytest.raises(RFBError, match=r"(?i)authentication fail"):
+        RFBClient.unix(DisplayTarget.from_endpoint(endpoint), old, timeout=10)
 
 
 def as_student(student) -> APIClient:
@@ -158,6 +170,12 @@ def test_a_class_of_five(engine, api_client, make_user):
         assert tclient.post(f"{student_url}/release/?session=tab-two").status_code == 204
         assert closes_soon(tab_two), "a released control session's connection stays open"
     assert teaching.controlled_by(Workspace.objects.get(pk=second)) is None
+    # The control password the teacher's pages held opens nothing now: the worker gave the
+    # running display new ones; a new token carries them.
+    assert_rotated(second, tab["password"])
+    poke(tclient.post(f"{student_url}/display-token/", {"mode": "control"}, format="json").json(), 223, 112)
+    assert pointer(engine, second) == (223, 112)
+    tclient.post(f"{student_url}/release/")
 
     # Demo: every student sees the teacher's screen and cannot touch it.
     assert (
@@ -185,6 +203,8 @@ def test_a_class_of_five(engine, api_client, make_user):
         assert tclient.delete(f"/api/classrooms/{room['id']}/demo/").status_code == 204
         assert closes_soon(watching), "a student still sees the demo after it ended"
         assert not closes_soon(teachers_own, within=2)
+    # The view password the whole class held opens the teacher's screen no more.
+    assert_rotated(mine, grant["password"], field="vnc_view_password")
     api_client.force_authenticate(students[0])
     assert api_client.post(f"/api/classrooms/{room['id']}/demo/token/").status_code == 409
     api_client.force_authenticate(teacher)

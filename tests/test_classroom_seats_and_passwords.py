@@ -121,11 +121,13 @@ def test_ending_a_control_session_rotates_the_students_passwords(
 ):
     ws = workspace_of(owner, desktop)
     teaching.start_control(teacher, ws, "tab-one", room)
-    with (
-        mock.patch.object(tasks.rotate_vnc_passwords, "delay") as rotate,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        teaching.end_control(ws, teacher, "tab-one")
+    teaching.start_control(teacher, ws, "tab-two", room)
+    with mock.patch.object(tasks.rotate_vnc_passwords, "delay") as rotate:
+        with django_capture_on_commit_callbacks(execute=True):
+            teaching.end_control(ws, teacher, "tab-one")
+        rotate.assert_not_called()  # tab-two still controls, with the same password
+        with django_capture_on_commit_callbacks(execute=True):
+            teaching.end_control(ws, teacher, "tab-two")
     rotate.assert_called_once_with(ws.pk)
 
 

@@ -96,8 +96,11 @@ def _ended(client, workspace_id: int, ended: list[Session], reason: str) -> None
     for one in ended:
         display_tokens.revoke_scope(client, _scope(workspace_id, one.teacher, one.session, one.mode))
         _log(audit.SESSION_END, workspace, one, workspace_id, reason=reason)
-    if workspace is not None and any(one.mode == CONTROL for one in ended):
-        # The teacher's page held the full-control password: it opens nothing from now on.
+    still = [Session.parse(m) for m in client.zrange(_control_key(workspace_id), 0, -1)]
+    last_control = not any(one.mode == CONTROL for one in still)
+    if workspace is not None and last_control and any(one.mode == CONTROL for one in ended):
+        # The teachers' pages held the full-control password: once no control
+        # is left, it opens nothing from now on (while one is, it is needed).
         rotate_vnc_passwords(workspace)
 
 

@@ -222,21 +222,27 @@ def test_a_username_keyed_volume_is_moved_whole_and_kept(engine, make_user):
 
     assert f"{old}: moved to bob.smith's volume (id {bob.pk}); an administrator may remove it" in lines
     assert f"{stranger_old}: no account named 'gone'; kept as it is" in lines
-    new = files_of(bob)
     in_volume(old, "true")  # still there, still readable
-    out = io.BytesIO()
-    backend().export_legacy_data(old, out)
-    out.seek(0)
-    before = {}
-    with tarfile.open(fileobj=out) as archive:
-        for m in archive:
-            content = archive.extractfile(m).read() if m.isfile() else m.linkname
-            before[m.name.removeprefix("./")] = (m.type, m.mode, m.uid, m.mtime, content)
-    after = {n: v for n, v in new.items() if isinstance(v, bytes)}
-    assert {n: v[4] for n, v in before.items() if v[0] == tarfile.REGTYPE} == after
-    assert len(after) == 3 and after["work/odd\nname"] == b"x"
-    assert new["up"].issym() and new["up"].linkname == "../../.."
-    assert new["short"].linkname == "work/notes.txt"
+
+    def every_member(export) -> dict[str, tuple]:
+        out = io.BytesIO()
+        export(out)
+        out.seek(0)
+        with tarfile.open(fileobj=out) as archive:
+            return {
+                m.name.removeprefix("./"): (m.type, m.mode, m.uid, m.gid, m.mtime, m.linkname, m.size)
+                + ((hashlib.sha256(archive.extractfile(m).read()).hexdigest(),) if m.isfile() else ())
+                for m in archive
+                if m.name not in (".", "./")  # the top folder's own time: the move writes into it
+            }
+
+    before = every_member(lambda out: backend().export_legacy_data(old, out))
+    after = every_member(lambda out: backend().export_data(bob.pk, out))
+    assert after == before
+    assert len([v for v in after.values() if v[0] == tarfile.REGTYPE]) == 3
+    assert after["work/notes.txt"][1] & 0o7777 == 0o640 and after["work/notes.txt"][4] == 1_600_000_000
+    assert after["up"][5] == "../../.." and after["short"][5] == "work/notes.txt"
+    assert files_of(bob)["work/odd\nname"] == b"x"
     # Asked again, nothing moves twice.
     assert f"{old}: moved to " in " ".join(backups.migrate_all())
     listed = {v.name: v.migrated_to for v in backend().legacy_data_volumes()}

@@ -79,3 +79,11 @@ def dimensions(name: str, default: str) -> tuple[int, int]:
     ):
         raise ImproperlyConfigured(f"{name}={raw!r} is not a size: use WIDTHxHEIGHT, e.g. 3840x2160.")
     return int(width), int(height)
+
+
+def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of a few words, e.g. LATTICE_EGRESS_FIREWALL=site."""
+    raw = string(name, default).strip().lower()
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use one of {', '.join(choices)}.")
+    return raw

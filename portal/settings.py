@@ -263,6 +263,11 @@ SPECTACULAR_SETTINGS = {
 # --- workspaces -----------------------------------------------------------------
 LATTICE_ENGINE = env.string("LATTICE_ENGINE", "docker")
 LATTICE_ENGINE_PREFIX = env.string("LATTICE_ENGINE_PREFIX", "lattice")
+# Who keeps app containers off the host, private and link-local networks and
+# other workspaces: "lattice" (the worker installs iptables rules for its
+# network pool and refuses to start apps without them) or "site" (this
+# host's own firewall does it: README, Security).
+LATTICE_EGRESS_FIREWALL = env.choice("LATTICE_EGRESS_FIREWALL", "lattice", ("lattice", "site"))
 LATTICE_SPAWN_TIMEOUT = env.number("LATTICE_SPAWN_TIMEOUT", 60.0)
 LATTICE_MAX_RUNNING_WORKSPACES = env.integer("LATTICE_MAX_RUNNING_WORKSPACES", 2)
 LATTICE_DISPLAY_TOKEN_TTL = env.integer("LATTICE_DISPLAY_TOKEN_TTL", 60)
@@ -305,6 +310,12 @@ CELERY_BEAT_SCHEDULE["watch-disks"] = {
 # Workspace starts at once during a broadcast: about two per core keeps a
 # 2-core machine responsive while the others wait their turn.
 LATTICE_BROADCAST_CONCURRENCY = env.integer("LATTICE_BROADCAST_CONCURRENCY", 4, minimum=1)
+# Classrooms: the most members (and invitations) one class may have, how many
+# times one student's start may be tried, and whether a teacher may send a
+# saved image of their own that no admin reviewed.
+LATTICE_CLASSROOM_MAX_STUDENTS = env.integer("LATTICE_CLASSROOM_MAX_STUDENTS", 200, minimum=1)
+LATTICE_SEAT_MAX_ATTEMPTS = env.integer("LATTICE_SEAT_MAX_ATTEMPTS", 3, minimum=1)
+LATTICE_CLASSES_ALLOW_UNREVIEWED_IMAGES = env.boolean("LATTICE_CLASSES_ALLOW_UNREVIEWED_IMAGES", False)
 LATTICE_SAVED_IMAGES_MAX_COUNT = env.integer("LATTICE_SAVED_IMAGES_MAX_COUNT", 10)
 LATTICE_SAVED_IMAGES_MAX_BYTES = env.integer("LATTICE_SAVED_IMAGES_MAX_BYTES", 5 * 1024**3)
 # Admin builds and pulls: how long they may take and what a build step may use.

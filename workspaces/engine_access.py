@@ -19,6 +19,8 @@ from .engine.base import Backend
 def backend() -> Backend:
     name = settings.LATTICE_ENGINE
     options = {"prefix": settings.LATTICE_ENGINE_PREFIX, "socket_root": settings.LATTICE_DISPLAY_SOCKET_DIR}
+    if settings.LATTICE_EGRESS_FIREWALL == "site":
+        options["egress_by_site"] = True
     if "." in name:
         return import_string(name)(**options)
     return get_backend(name, **options)

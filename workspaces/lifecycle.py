@@ -19,8 +19,9 @@ from django.db.models import QuerySet
 
 from . import display_tokens, refusals
 from .catalog import launchable
+from .engine.errors import InvalidSpecError
 from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
-from .models import ACTIVE_STATES, Image, ImageKind, User, Workspace, WorkspaceState
+from .models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState
 
 
 class LaunchError(refusals.BadInput):
@@ -143,13 +144,18 @@ def launch(user: User, display: str, apps: Iterable[str] = ()) -> Workspace:
     return workspace
 
 
+def new_vnc_password() -> str:
+    """A fresh VNC password: 8 characters, all that VNC's DES authentication reads."""
+    return secrets.token_urlsafe(6)[:8]
+
+
 def create_workspace(user: User, display: Image, apps: list[Image]) -> Workspace:
     """The row only (state pending); the caller decides how the spawn runs."""
     workspace = Workspace.objects.create(
         owner=user,
         display=display,
-        vnc_password=secrets.token_urlsafe(6)[:8],
-        vnc_view_password=secrets.token_urlsafe(6)[:8],
+        vnc_password=new_vnc_password(),
+        vnc_view_password=new_vnc_password(),
         message="Queued",
     )
     workspace.apps.set(apps)
@@ -253,7 +259,18 @@ def containers_of(workspace: Workspace) -> dict[str, Image]:
 
 
 def _limits(image: Image) -> Limits:
-    return Limits(mem_limit=image.mem_limit, cpus=image.cpus, pids_limit=image.pids_limit)
+    try:
+        return Limits(mem_limit=image.mem_limit, cpus=image.cpus, pids_limit=image.pids_limit)
+    except InvalidSpecError as exc:
+        # An entry saved before limits were checked: say which, never run it unlimited.
+        raise InvalidSpecError(f"{image.title}'s limits cannot be used: {exc}") from None
+
+
+def _internet(workspace: Workspace, apps: list[Image]) -> bool:
+    """Every app's image allows it, and no class the workspace was broadcast to is an exam."""
+    if not all(app.internet for app in apps):
+        return False
+    return not Seat.objects.filter(workspace=workspace, broadcast__classroom__internet=False).exists()
 
 
 def spec_for(workspace: Workspace) -> WorkspaceSpec:
@@ -273,6 +290,7 @@ def spec_for(workspace: Workspace) -> WorkspaceSpec:
         vnc_password=workspace.vnc_password,
         vnc_view_password=workspace.vnc_view_password,
         kiosk=display.kiosk,
+        internet=_internet(workspace, apps),
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -19,7 +17,9 @@ from .accounts import DASHBOARDS, role_required
 from .api.classrooms import BroadcastSerializer
 from .api.workspaces import WorkspaceSerializer
 from .catalog import launchable
+from .engine.specs import limit_problems
 from .models import (
+    AuditEvent,
     Classroom,
     Image,
     ImageKind,
@@ -29,6 +29,9 @@ from .models import (
     Workspace,
     WorkspaceState,
 )
+
+# How many of the newest audit events the admin dashboard lists (all: GET /api/admin/audit/).
+AUDIT_SHOWN = 50
 
 
 @login_required
@@ -57,13 +60,14 @@ def student_dashboard(request: HttpRequest) -> HttpResponse:
         {
             **_my_workspaces(request.user),
             "classrooms": request.user.classrooms.prefetch_related("teachers"),
+            "invitations": request.user.invitations.prefetch_related("teachers"),
         },
     )
 
 
 @role_required(Role.TEACHER)
 def teacher_dashboard(request: HttpRequest) -> HttpResponse:
-    taught = classrooms.teaching(request.user).prefetch_related("students", "teachers")
+    taught = classrooms.teaching(request.user).prefetch_related("students", "invited", "teachers")
     return render(
         request, "workspaces/teacher_dashboard.html", {**_my_workspaces(request.user), "classrooms": taught}
     )
@@ -90,6 +94,7 @@ def admin_dashboard(request: HttpRequest) -> HttpResponse:
                 "image__parent", "requested_by"
             ),
             "jobs": admin_catalog.recent_jobs(request.user),
+            "audit": AuditEvent.objects.all()[:AUDIT_SHOWN],
         },
     )
 
@@ -106,13 +111,13 @@ def admin_image(request: HttpRequest, pk: int) -> HttpResponse:
                 image.cpus = float(request.POST.get("cpus", image.cpus))
                 image.pids_limit = int(request.POST.get("pids_limit", image.pids_limit))
                 image.kiosk = request.POST.get("kiosk") == "on"
+                image.internet = request.POST.get("internet") == "on"
                 image.enabled = request.POST.get("enabled") == "on"
                 image.full_clean(exclude=["groups", "classrooms"])
                 disk_watch.check_limit(image.disk_limit)
-                if not re.fullmatch(r"[0-9]+[bkmg]", image.mem_limit):
-                    raise admin_catalog.CatalogError("Memory is a size such as 512m or 2g.")
-                if not (0.1 <= image.cpus <= 64 and 16 <= image.pids_limit <= 65536):
-                    raise admin_catalog.CatalogError("CPUs go from 0.1 to 64, pids from 16 to 65536.")
+                problems = limit_problems(image.mem_limit, image.cpus, image.pids_limit)
+                if problems:
+                    raise admin_catalog.CatalogError(" ".join(problems.values()))
                 image.save()
                 admin_catalog.set_visibility(
                     image,
@@ -198,6 +203,7 @@ def classroom_page(request: HttpRequest, pk: int) -> HttpResponse:
             "apps": [i for i in images if i.kind == ImageKind.APP],
             "broadcast": BroadcastSerializer(latest).data if latest else None,
             "students": list(classroom.students.order_by("username").values_list("username", flat=True)),
+            "invited": list(classroom.invited.order_by("username").values_list("username", flat=True)),
             "own_running": Workspace.objects.visible().filter(
                 owner=request.user, state=WorkspaceState.RUNNING
             ),
@@ -215,9 +221,10 @@ def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse
     workspace = classrooms.student_workspace(classroom, username)
     mode = "control" if request.GET.get("mode") == "control" else "view"
     base = f"/api/classrooms/{classroom.pk}/students/{username}"
-    # This page is one control session: its reconnects renew it, closing it
-    # ends only it (another tab of the teacher's may still be in control).
-    session = f"?session={token_urlsafe(12)}" if mode == "control" else ""
+    # This page is one session, watching or in control: its reconnects and
+    # renewals keep it (and the student's indicator), closing it ends only it
+    # (another tab of the teacher's may still be there).
+    session = f"?session={token_urlsafe(12)}"
     return render(
         request,
         "workspaces/viewer.html",
@@ -226,8 +233,8 @@ def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse
             "initial": WorkspaceSerializer(workspace).data,
             "mode": mode,
             "token_url": f"{base}/display-token/{session}",
-            "release_url": f"{base}/release/{session}" if mode == "control" else "",
-            "renew_url": f"{base}/renew/{session}" if mode == "control" else "",
+            "release_url": f"{base}/release/{session}",
+            "renew_url": f"{base}/renew/{session}&mode={mode}",
             "back_url": reverse("classroom", args=[classroom.pk]),
             "title": f"{username}'s screen",
             "switch_url": f"?mode={'view' if mode == 'control' else 'control'}",

@@ -35,8 +35,10 @@ from . import names
 from .base import FAILED, MISSING, RUNNING, STOPPED, Backend, Progress, no_progress
 from .docker_catalog import DockerCatalogOps
 from .docker_data import DockerDataOps
+from .docker_display import DockerDisplayOps
 from .docker_usage import DockerUsageOps
 from .docker_volumes import DockerVolumeOps
+from .egress import EgressFirewall
 from .errors import (
     ContainerNotFound,
     EngineError,
@@ -68,6 +70,7 @@ VNC_SOCKET = "vnc.sock"
 # A unix socket path holds at most 107 bytes (sun_path).
 _MAX_SOCKET_PATH = 107
 DEFAULT_SOCKET_ROOT = "/run/lattice/displays"
+APP_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 
 # docker's own states, as the workspace contract names them.
 _STATES = {
@@ -123,7 +126,9 @@ class _Created:
     started: list[str] = field(default_factory=list)  # existing containers it started
 
 
-class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsageOps, Backend):
+class DockerBackend(
+    DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsageOps, DockerDisplayOps, Backend
+):
     def __init__(
         self,
         prefix: str = "lattice",
@@ -131,8 +136,8 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         *,
         ready_interval: float = 0.02,
         stop_timeout: int = 5,
-        internal_network: bool = False,
         network_pool: str = "172.30.0.0/16",
+        egress_by_site: bool = False,
         socket_root: str = DEFAULT_SOCKET_ROOT,
     ) -> None:
         self.prefix = names.check_prefix(prefix)
@@ -150,13 +155,14 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         self._client_lock = threading.Lock()
         self.ready_interval = ready_interval
         self.stop_timeout = stop_timeout
-        # An internal network has no route out: apps could not pip install or
-        # git clone. Off by default; a classroom in exam mode may want it.
-        self.internal_network = internal_network
         # Each workspace network takes a /28 (14 addresses: plenty for a display
         # and its apps) from this range. Docker's default pools hand out whole
         # /16s and /20s, about thirty networks in all: fewer than one class.
         self.network_pool = ipaddress.ip_network(network_pool)
+        # Apps reach the internet only: host rules for the whole pool
+        # (egress.py), checked before each start that has apps. None: the
+        # site's own firewall does it (LATTICE_EGRESS_FIREWALL=site).
+        self.egress = None if egress_by_site else EgressFirewall(str(self.network_pool))
 
     # -- plumbing ---------------------------------------------------------
 
@@ -252,6 +258,9 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         created: _Created,
     ) -> Endpoint:
         ws = spec.workspace_id
+        if spec.apps and self.egress is not None:
+            # Before anything is made: no app runs without its egress rules.
+            self.egress.ensure()
         report(5, "Preparing volumes")
         x11_created, _, dir_created = results = self._parallel(
             [
@@ -350,7 +359,19 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
         shutil.rmtree(self._socket_dir(workspace_id), ignore_errors=True)
 
     def _ensure_network(self, spec: WorkspaceSpec) -> bool:
+        """The apps' network, internal (no route out) unless the spec has internet; True when made."""
         name = names.network(self.prefix, spec.workspace_id)
+        internal = not spec.internet
+        try:
+            info = self.api.inspect_network(name)
+        except docker.errors.NotFound:
+            return self._create_network(spec, name, internal)
+        if bool(info.get("Internal")) != internal:
+            # Started again with other settings (an exam began or ended).
+            self._replace_network(spec, name, internal)
+        return False
+
+    def _create_network(self, spec: WorkspaceSpec, name: str, internal: bool) -> bool:
         for _ in range(8):  # another start may take the same free subnet at the same moment
             subnet = self._free_subnet()
             try:
@@ -358,7 +379,7 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
                     name,
                     driver="bridge",
                     check_duplicate=True,
-                    internal=self.internal_network,
+                    internal=internal,
                     labels=self._labels(spec, "network"),
                     ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))]),
                 )
@@ -370,6 +391,18 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
                 raise
             return True
         raise EngineError("No free network address range for the workspace; try again in a moment.")
+
+    def _replace_network(self, spec: WorkspaceSpec, name: str, internal: bool) -> None:
+        """The same network made anew with the other internal flag; the workspace's
+        existing apps (their filesystems are the user's work) move over to it."""
+        apps = [r["Id"] for r in self._rows(spec.workspace_id) if r["Labels"].get(LABEL_ROLE) == "app"]
+        for app in apps:
+            with contextlib.suppress(docker.errors.APIError):  # not connected: nothing to undo
+                self.api.disconnect_container_from_network(app, name, force=True)
+        _ignore_missing(lambda: self.api.remove_network(name))
+        self._create_network(spec, name, internal)
+        for app in apps:
+            self.api.connect_container_to_network(app, name)
 
     def _free_subnet(self) -> ipaddress.IPv4Network:
         used = []
@@ -440,6 +473,8 @@ class DockerBackend(DockerDataOps, DockerVolumeOps, DockerCatalogOps, DockerUsag
             pids_limit=limits.pids_limit,
             shm_size=limits.shm_size,
             ipc_mode="private",
+            # Workspace networks are IPv4 only: no link-local IPv6 path to the host.
+            sysctls=None if c.role == "display" else APP_SYSCTLS,
             # A chatty app must not fill the host's disk with logs.
             log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "2"}),
         )

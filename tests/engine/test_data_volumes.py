@@ -240,3 +240,19 @@ def test_a_copy_never_replaces_and_a_class_folder_that_is_a_link_is_refused(back
     fill(backend, student, "rm -rf class && mkdir elsewhere && echo x > elsewhere/f && ln -s elsewhere class")
     with pytest.raises(EngineError, match="no folder /data/class"):
         backend.copy_data(student, "class", teacher, "t")
+
+
+def test_a_hard_link_to_a_link_out_of_data_is_restored_as_that_link(backend, owner):
+    fill(backend, owner, "ln -s ../../.. up && ln -P up also-up")
+    backup = io.BytesIO()
+    backend.export_data(owner, backup)
+    backup.seek(0)
+    docker("volume", "rm", names.data_volume(backend.prefix, owner))
+
+    backend.import_data(owner, backup)
+
+    restored = members_of(backend, owner)
+    assert {n: (m.issym(), m.linkname) for n, m in restored.items() if n in ("up", "also-up")} == {
+        "up": (True, "../../.."),
+        "also-up": (True, "../../.."),
+    }

@@ -27,6 +27,7 @@ helper, which writes the link and reads nothing through it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import posixpath
@@ -105,14 +106,23 @@ def _points_out(member: tarfile.TarInfo) -> bool:
 
 def _outward_links(tar: BinaryIO) -> tuple[list[tarfile.TarInfo], dict[str, int]]:
     """The symlinks of an export that must be made by ``ln``, and the times of
-    the folders that hold them; reads headers only."""
+    the folders that hold them; reads headers only.
+
+    A hard link to such a symlink (``ln -P``) would have nothing to link to
+    once the symlink is out of the archive: it is made as the same symlink.
+    """
     start = tar.tell()
     try:
         with tarfile.open(fileobj=tar, mode="r:") as archive:
-            links, folders = [], {}
+            links, folders, targets = [], {}, {}
             for member in archive:
                 if _points_out(member):
                     links.append(member)
+                    targets[posixpath.normpath(member.name)] = member.linkname
+                elif member.islnk() and posixpath.normpath(member.linkname) in targets:
+                    same = copy.copy(member)
+                    same.type, same.linkname = tarfile.SYMTYPE, targets[posixpath.normpath(member.linkname)]
+                    links.append(same)
                 elif member.isdir():
                     folders[posixpath.normpath(member.name)] = int(member.mtime)
             held = {posixpath.dirname(posixpath.normpath(m.name)) or "." for m in links}

@@ -223,7 +223,7 @@ class DockerDataOps:
         out.seek(0)
 
     def _snapshot(self, owner_id: int, path: str, out: BinaryIO) -> None:
-        """A tar (from the helper) holding snapshot/files.tar and snapshot/sockets."""
+        """A tar (from the helper) holding snapshot/files.tar, snapshot/sockets and snapshot/errors."""
         from .docker_backend import _translated
 
         volume = names.data_volume(self.prefix, owner_id)

@@ -86,6 +86,12 @@ class Backend(ABC):
     def exec(self, workspace_id: str, container: str, cmd: list[str]) -> tuple[int, bytes]:
         """Run cmd as the workspace user in a running container; exit code and output."""
 
+    @abstractmethod
+    def set_vnc_passwords(self, workspace_id: str, password: str, view_password: str) -> None:
+        """Give a running display new VNC passwords at once; the old ones open nothing after.
+
+        DockerDisplayOps (docker_display.py) for docker."""
+
     # Saving containers and moving files: DockerDataOps (docker_data.py) for docker.
 
     @abstractmethod

@@ -192,6 +192,12 @@ class Handler(ProxyRequestHandler):
             self.log_message("the display of workspace %s did not answer: %s", grant.workspace, exc)
             raise self.server.EClose("The display did not answer") from None
         sock.settimeout(None)  # websockify selects before it reads or writes
+        self.log_message(
+            "connecting to unix socket %s: workspace %s's VNC server (pid %d)",
+            grant.socket,
+            grant.workspace,
+            grant.server_pid,
+        )
         return sock
 
     def new_websocket_client(self) -> None:

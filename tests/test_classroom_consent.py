@@ -443,3 +443,28 @@ def test_a_demo_is_in_the_audit_log(teacher, room, desktop):
         (audit.DEMO_START, "demo", "teach", shown.pk, room.pk),
         (audit.DEMO_END, "demo", "teach", shown.pk, room.pk),
     ]
+
+
+def test_a_late_request_of_a_closed_page_starts_nothing(api_client, teacher, room, owner, desktop):
+    """A reconnect or picture the page sent just before it went away must not tell the student they are watched."""
+    room.students.add(owner)
+    ws = running_seat(room, owner, desktop)
+    thumbnails.store(ws.pk, b"\x89PNG picture")
+    base = f"/api/classrooms/{room.pk}/students/owner"
+    api = as_user(api_client, teacher)
+    assert (
+        api.post(f"{base}/display-token/?session=page-1", {"mode": "view"}, format="json").status_code == 200
+    )
+    assert api.get(f"{base}/thumbnail.png?session=grid-1").status_code == 200
+    assert api.post(f"{base}/release/?session=page-1").status_code == 204
+    assert api.post(f"/api/classrooms/{room.pk}/grid/release/?session=grid-1").status_code == 204
+
+    late = api.post(f"{base}/display-token/?session=page-1", {"mode": "view"}, format="json")
+    assert late.status_code == 409 and "open the screen again" in late.json()["detail"]
+    assert api.post(f"{base}/renew/?session=page-1&mode=view").status_code == 409
+    assert api.get(f"{base}/thumbnail.png?session=grid-1").status_code == 409
+    assert teaching.watched_by(ws) == {}
+    # An API client without a page (the default session) may watch again at once.
+    for _ in range(2):
+        assert api.post(f"{base}/display-token/", {"mode": "view"}, format="json").status_code == 200
+        assert api.post(f"{base}/release/").status_code == 204

@@ -47,6 +47,15 @@ class BadSession(refusals.BadInput):
     """A control session id that is not ours (HTTP 400)."""
 
 
+class SessionOver(refusals.Conflict):
+    """A page's session was released: a late request of that page starts nothing (HTTP 409)."""
+
+
+ENDED_KEY = "lattice:session-ended:"
+# The session every API client uses when it names none: it may start again at once.
+API_SESSION = "api"
+
+
 # --- watching and controlling a student's screen ------------------------------------
 #
 # One sorted set per screen holds every session on it (member -> when it
@@ -183,6 +192,7 @@ def start_session(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     client = lifecycle.redis_client()
+    check_open(workspace, teacher, session)
     key = _control_key(workspace.pk)
     one = Session(check_session(session), teacher.username, mode, classroom.pk if classroom else None)
     added = client.zadd(key, {one.member: time.time() + CONTROL_TTL})
@@ -201,9 +211,16 @@ def end_session(
     mode: str | None = None,
     reason: str = "released",
 ) -> None:
-    """End one page's session(s) (in ``mode``, or any), and their connections."""
+    """End one page's session(s) (in ``mode``, or any), and their connections.
+
+    A page's session, once released, stays over: a request the page sent just
+    before it went away (a reconnect, a picture) must not start it again, or
+    the student would be told they are watched by a page that is gone.
+    """
     client = lifecycle.redis_client()
     check_session(session)
+    if session != API_SESSION:
+        client.set(_ended_key(workspace, teacher.username, session), "1", ex=2 * CONTROL_TTL)
     mine = [
         one
         for one in _sessions(client, workspace.pk)
@@ -214,6 +231,18 @@ def end_session(
     for each in [mode] if mode else MODES:
         display_tokens.revoke_scope(client, _scope(workspace.pk, teacher.username, session, each))
     _announce(workspace, _sessions(client, workspace.pk))
+
+
+def _ended_key(workspace: Workspace, teacher: str, session: str) -> str:
+    # By engine id, never reused (row ids may be): an old mark never touches a new workspace.
+    return f"{ENDED_KEY}{workspace.engine_id}:{teacher}:{session}"
+
+
+def check_open(workspace: Workspace, teacher: User, session: str) -> None:
+    """SessionOver when this page's session was released (call before issuing its token)."""
+    over = _ended_key(workspace, teacher.username, check_session(session))
+    if session != API_SESSION and lifecycle.redis_client().exists(over):
+        raise SessionOver("This page's view of the screen has ended: open the screen again.")
 
 
 def end_class_sessions(workspace: Workspace, classroom: Classroom, reason: str) -> int:

@@ -22,12 +22,16 @@ const studentPath = (username) => `/classrooms/${classroomId}/students/${encodeU
 // This page is one grid session: every picture it asks for renews it, and
 // each student whose picture it shows is told "your teacher can see your
 // screen in the class grid" until the page goes away or hides.
-const gridSession = `grid-${crypto.getRandomValues(new Uint32Array(2)).join("-")}`;
+// A released session stays over (the server refuses it), so showing the
+// grid again after it hid starts a new one.
+const newSession = () => `grid-${crypto.getRandomValues(new Uint32Array(2)).join("-")}`;
+let gridSession = newSession();
 const thumbnailUrl = (username) => `/api/classrooms/${classroomId}/students/${encodeURIComponent(username)}/thumbnail.png?session=${gridSession}`;
 function releaseGrid() {
   const form = new FormData();
   form.append("csrfmiddlewaretoken", csrfToken());
   navigator.sendBeacon(`/api/classrooms/${classroomId}/grid/release/?session=${gridSession}`, form);
+  gridSession = newSession();
 }
 window.addEventListener("pagehide", releaseGrid);
 

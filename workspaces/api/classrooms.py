@@ -308,6 +308,7 @@ class StudentScreenToken(APIView):
         body.is_valid(raise_exception=True)
         mode = body.validated_data["mode"]
         session = teaching.check_session(_control_session(request))
+        teaching.check_open(workspace, request.user, session)  # a late request of a closed page
         # A connection belongs to its session: ending that (release, expiry, the student leaving) closes it.
         scopes = (teaching.session_scope(workspace, request.user, session, mode),)
         token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes, user=request.user)

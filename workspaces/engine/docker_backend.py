@@ -115,6 +115,17 @@ def _ignore_missing(call: Callable[[], T]) -> T | None:
         return None
 
 
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """A host process's parent and start time (clock ticks after boot); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            # After the command's closing parenthesis: state, ppid, ... starttime is field 22.
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[19])
+
+
 @dataclass
 class _Created:
     """What one start() call created, so a failed start removes exactly that."""
@@ -355,6 +366,36 @@ class DockerBackend(
         folder = names.display_socket_dir(self.prefix, workspace_id)
         return display_socket.probe(self.socket_root, folder, container_id, timeout)
 
+    def _started_first(self, container_id: str, pid: int) -> bool:
+        """Whether ``pid`` started before every process of the container but its own ancestors.
+
+        The display's entrypoint starts Xvnc before anything else; every
+        process of the student's comes later. So a display that was already
+        running (a failed workspace started again), whose socket a student's
+        own server may hold by now, still gives Xvnc's pid or none.
+        """
+        stats = {}
+        for row in self.api.top(container_id, ps_args="-o pid")["Processes"]:
+            stat = _proc_stat(int(row[0]))
+            if stat is not None:  # not one that ended meanwhile
+                stats[int(row[0])] = stat
+        if pid not in stats:
+            return False
+        ancestors, parent = set(), stats[pid][0]
+        while parent in stats and parent not in ancestors:
+            ancestors.add(parent)
+            parent = stats[parent][0]
+        started = stats[pid][1]
+        earlier = sorted(q for q, (_, since) in stats.items() if q not in ancestors and since < started)
+        if earlier:
+            logger.warning(
+                "display %s: process %s answers on its socket, but %s started before it",
+                container_id[:12],
+                pid,
+                earlier,
+            )
+        return not earlier
+
     def _remove_socket_dir(self, workspace_id: str) -> None:
         shutil.rmtree(self._socket_dir(workspace_id), ignore_errors=True)
 
@@ -539,7 +580,7 @@ class DockerBackend(
         while True:
             now = time.monotonic()
             pid = self._probe_display(workspace_id, container_id, max(0.05, min(0.5, deadline - now)))
-            if pid is not None:
+            if pid is not None and self._started_first(container_id, pid):
                 return Endpoint(path=path, container_id=container_id, server_pid=pid)
             now = time.monotonic()
             if now >= deadline:
@@ -682,6 +723,8 @@ class DockerBackend(
         for r in self._rows(ws):
             if r["Labels"].get(LABEL_ROLE) == "display" and r["State"] == "running":
                 pid = self._probe_display(ws, r["Id"], timeout=2.0)
+                if pid is not None and not self._started_first(r["Id"], pid):
+                    pid = None  # a student's own server holds the socket: no pid to trust
                 return Endpoint(path=self._socket_path(ws), container_id=r["Id"], server_pid=pid or 0)
         return None
 

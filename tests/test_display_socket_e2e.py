@@ -25,7 +25,8 @@ from websockets.sync.client import connect
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, sh
 from tests.services import ARTIFACTS
-from workspaces import thumbnails
+from workspaces import lifecycle, thumbnails
+from workspaces.engine.errors import StartTimeout
 from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
 from workspaces.rfb import RFBClient
@@ -116,6 +117,21 @@ def wait_for(condition, what: str, timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
+def fake_display(engine, ws_id: int) -> None:
+    """The student's own Xvnc, password-less, takes vnc.sock: an RFB server in
+    the display's own container, running as uid 1000, but not the display's."""
+    sh(
+        engine,
+        ws_id,
+        "display",
+        f"rm -f {SOCKET}; setsid Xvnc :7 -rfbport -1 -rfbunixpath {SOCKET} -rfbunixmode 438 "
+        "-SecurityTypes None -nolisten tcp -geometry 640x480 >/tmp/fake-display.log 2>&1 </dev/null &",
+    )
+    wait_for(
+        lambda: sh(engine, ws_id, "display", f"test -S {SOCKET} && echo yes || true").strip(), "the fake"
+    )
+
+
 def test_a_link_to_a_host_socket_gets_no_connection_and_no_byte(engine, student, host_socket):
     ws_id = running(student, apps=())
     # The student, in their display: vnc.sock becomes a link to the host's socket.
@@ -136,23 +152,26 @@ def test_a_link_to_a_host_socket_gets_no_connection_and_no_byte(engine, student,
 
 def test_a_students_own_vnc_server_in_the_folder_is_not_the_display(engine, student):
     ws_id = running(student, apps=())
-    # The student's own Xvnc, password-less, takes vnc.sock: an RFB server in
-    # the display's own container, running as uid 1000, but not the display's.
-    sh(
-        engine,
-        ws_id,
-        "display",
-        f"rm -f {SOCKET}; setsid Xvnc :7 -rfbport -1 -rfbunixpath {SOCKET} -rfbunixmode 438 "
-        "-SecurityTypes None -nolisten tcp -geometry 640x480 >/tmp/fake-display.log 2>&1 </dev/null &",
-    )
-    wait_for(
-        lambda: sh(engine, ws_id, "display", f"test -S {SOCKET} && echo yes || true").strip(), "the fake"
-    )
+    fake_display(engine, ws_id)
     for mode in ("control", "view"):
         grant = token(student, ws_id, mode)
         assert opened(grant["url"]) is None, f"{mode}: the proxy relayed to the student's own server"
     log = proxy_log()
     assert re.search(rf"REFUSED the display of workspace {ws_id}: .*not the display's VNC server", log)
+
+
+def test_a_display_started_again_never_takes_the_students_server_for_its_own(engine, student):
+    ws_id = running(student, apps=())
+    ws = Workspace.objects.get(pk=ws_id)
+    recorded = ws.engine_state["endpoint"]
+    fake_display(engine, ws_id)
+    # The engine asked to start the workspace again (a failed one is started so,
+    # its display still running): the server on the socket now is the
+    # student's, uid 1000 in the display's container, but not the first there.
+    assert engine.endpoint(ws.engine_id).server_pid == 0
+    with pytest.raises(StartTimeout):
+        engine.start(lifecycle.spec_for(ws), timeout=3)
+    assert recorded["server_pid"] > 0
 
 
 def test_the_real_display_still_answers_through_the_proxy(engine, student):

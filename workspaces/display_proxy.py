@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, urlparse
 
 import redis
 from websockify import auth_plugins, websockifyserver
+from websockify.websocket import WebSocketWantReadError
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 from portal import env
@@ -55,6 +56,7 @@ from .rfb_filter import DEFAULT_MAX_CLIPBOARD, Refused, ViewOnlyInput
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s'\"]+")
 REVOCATION_CHECK = 0.5  # seconds between two looks at the revocation marks
 CONNECT_TIMEOUT = 5.0  # seconds for the display's socket to take the connection
+RECV_SIZE = 1 << 18  # bytes read from a browser at once
 # Room on top of the clipboard for a websocket message: every other RFB message is smaller.
 MESSAGE_SLACK = 1 << 18
 
@@ -92,6 +94,21 @@ class BoundedWebSocket(websockifyserver.CompatibleWebSocket):
     """
 
     max_message = Limits().max_message
+
+    def _recv(self) -> bool:
+        # websockify reads 4 KiB at a time and copies its whole buffer at each
+        # read: quadratic in a message's size. Larger reads keep a message of
+        # max_message to a few copies.
+        try:
+            data = self.socket.recv(RECV_SIZE)
+        except OSError as exc:
+            if exc.errno == errno.EWOULDBLOCK:
+                raise WebSocketWantReadError from None
+            raise
+        if not data:
+            return False
+        self._recv_buffer += data
+        return True
 
     def _decode_hybi(self, buf):
         announced = _announced_length(buf)

@@ -151,6 +151,29 @@ def test_a_container_the_engine_cannot_measure_twice_in_a_row_is_stopped(engine,
     assert ws.message.startswith("Stopped: the IDE container's files outside /data could not be measured")
 
 
+def test_a_measure_cut_short_stops_only_once_it_is_already_over_the_limit(engine, owner, images, watch):
+    """A walk stopped at its bound (a student's million files) reports a lower bound."""
+    for key in lifecycle.redis_client().keys(disk_watch.UNMEASURED + "*"):
+        lifecycle.redis_client().delete(key)
+    over = running_workspace(owner, images)
+    under = running_workspace(owner, images)
+    MeasuredEngine.written = [
+        ContainerDisk(over.engine_id, "ide", 42 * MB, complete=False),  # at least 42 MB: over 20 MB
+        ContainerDisk(under.engine_id, "ide", 5 * MB, complete=False),  # at least 5 MB: unknown
+    ]
+
+    assert watch() == [over.pk]
+    over.refresh_from_db()
+    assert over.message.startswith(
+        "Stopped: the IDE container wrote at least 42 MB outside /data, over its 20 MB"
+    )
+    # Cut short under the limit is unmeasured: the second pass in a row stops it.
+    MeasuredEngine.written = MeasuredEngine.written[1:]
+    assert watch() == [under.pk]
+    under.refresh_from_db()
+    assert under.message.startswith("Stopped: the IDE container's files outside /data could not be measured")
+
+
 def test_sizes_read_as_the_catalog_writes_them():
     assert disk_watch.size_bytes("4g") == 4 * 1024**3
     assert disk_watch.size_bytes("512m") == 512 * MB

@@ -3,8 +3,8 @@
 The storage driver (fuse-overlayfs) has no size option, so nothing stops a
 student's `dd` from filling the host's disk through a container's own
 filesystem. The worker measures every running container's writable layer
-(the engine's SizeRw, everything written outside its volumes, so never
-/data) every LATTICE_DISK_WATCH_INTERVAL seconds, and stops a workspace one
+(everything written outside its volumes, so never /data: see
+engine/docker_usage.py) every LATTICE_DISK_WATCH_INTERVAL seconds, and stops a workspace one
 of whose containers passed its catalog entry's disk_limit, with a message the
 user reads on the dashboard. Stopping keeps the container and its files: the
 user starts it again and deletes what they do not need.
@@ -69,9 +69,10 @@ def limit_of(image: Image) -> int:
         return size_bytes(DEFAULT_LIMIT)
 
 
-def stop_message(image: Image, written: int, limit: int) -> str:
+def stop_message(image: Image, written: int, limit: int, at_least: bool = False) -> str:
+    amount = f"at least {readable(written)}" if at_least else readable(written)
     return (
-        f"Stopped: the {image.title or image.slug} container wrote {readable(written)} outside /data, "
+        f"Stopped: the {image.title or image.slug} container wrote {amount} outside /data, "
         f"over its {readable(limit)} limit. Delete files you do not need, or save your work in /data."
     )[:300]
 
@@ -96,11 +97,14 @@ def _unmeasured_again(workspace: Workspace, container: str) -> bool:
 
 def _verdict(workspace: Workspace, image: Image, measured: ContainerDisk) -> str | None:
     """Why this container's workspace must stop, or None."""
-    if measured.written is None:
+    limit = limit_of(image)
+    # A measure cut short at its bound is a lower bound: over the limit is
+    # over it; under it says nothing, so it counts as unmeasured.
+    over = measured.written is not None and measured.written > limit
+    if not over and (measured.written is None or not measured.complete):
         return unmeasured_message(image) if _unmeasured_again(workspace, measured.container) else None
     lifecycle.redis_client().delete(f"{UNMEASURED}{workspace.engine_id}:{measured.container}")
-    limit = limit_of(image)
-    return stop_message(image, measured.written, limit) if measured.written > limit else None
+    return stop_message(image, measured.written, limit, not measured.complete) if over else None
 
 
 def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
@@ -129,7 +133,7 @@ def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
 def watch() -> list[int]:
     """One pass: measure, stop what is over its limit; the ids of the workspaces stopped.
 
-    The engine's measure is slow (about a second a container here): a pass
+    A measure can take seconds a container (engine/docker_usage.py): a pass
     that outlasts the interval makes the next one skip, never run beside it.
     """
     lock = lifecycle.redis_client().lock(LOCK, timeout=max(600, 3 * settings.LATTICE_DISK_WATCH_INTERVAL))

@@ -39,6 +39,8 @@ class ContainerDisk:
     workspace_id: str
     container: str  # the spec name ("display", "ide")
     written: int | None  # bytes; None when the engine could not measure it
+    # False: the measure stopped at its bound, so written is only a lower bound.
+    complete: bool = True
 
 
 def no_progress(percent: int, message: str) -> None:

@@ -6,20 +6,41 @@ capped by the engine; the worker watches it instead (workspaces/disk_watch.py)
 and stops a workspace whose container passes its catalog limit. /data is a
 volume, not part of the writable layer, and is never counted here.
 
-Sizes are the engine's own (SizeRw). With fuse-overlayfs the engine finds
-them by comparing the container's whole tree with its image's: about 1 s a
-small container on a quiet 2-core machine, 11 s a desktop one with the
-machine busy (bench/disk_usage.py); overlay2 reads only the container's
-upper layer, far cheaper. One list call with sizes for ten busy displays
-outlasted the client's 60 s timeout, so containers are measured one
-by one: each call stays short, one that went away is skipped, one the engine
-could not measure is reported as such (written None: disk_watch.py decides),
-and the engine is never asked to walk everything at once.
+The engine's own measure (SizeRw) is too dear to ask for every pass: with
+fuse-overlayfs the engine compares the container's whole tree with its
+image's, 1 to 11 s a container, all of it inside the daemon, which every
+launch then waits behind (bench/disk_usage.py). So the worker reads where the
+layer's files are (GraphDriver.Data.UpperDir, from a plain inspect: overlay2
+and fuse-overlayfs) and adds up what is there itself, on the Docker host, as
+`du -x` would: milliseconds for a usual container. SizeRw is asked for only
+when the driver names no upper directory, or the worker cannot read it (then
+once a process it says so in the log: the worker unit grants it
+CAP_DAC_READ_SEARCH for this).
+
+Everything in that directory was made by the student, so the walk trusts
+nothing in it: it never follows a link (each directory is opened relative to
+its parent with O_NOFOLLOW, so a directory swapped for a link mid-walk cannot
+lead it out), never enters another filesystem, counts a file with several
+names once, never decodes a name, is iterative (no recursion to exhaust), and
+stops at a time, entry and depth bound. Stopped early, it reports what it
+counted so far as a lower bound (ContainerDisk.complete False): the watch
+stops the workspace if even that is over the limit, and otherwise treats it
+as unmeasured, whose second pass in a row stops it too.
+
+Sizes are allocated bytes (st_blocks * 512), not apparent sizes (st_size):
+the limit protects the host's disk, and that is what a file takes from it. A
+sparse file of 100 GB with nothing written in it takes nothing and does not
+stop anyone; one whose holes are filled counts as it fills. (SizeRw adds up
+apparent sizes, so it counted such a file at 100 GB.)
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -30,6 +51,141 @@ from .errors import EngineError
 
 logger = logging.getLogger(__name__)
 
+# Bounds of one container's walk. A usual desktop or IDE layer is a few
+# thousand entries (a big node_modules a few hundred thousand), measured in
+# well under a second; a student's million tiny files stop the walk here
+# rather than hold the watch (and its lock) for minutes.
+WALK_SECONDS = 5.0
+WALK_ENTRIES = 1_000_000
+# Directories open at once (two descriptors each): deeper nesting is left
+# uncounted and makes the measure incomplete.
+WALK_DEPTH = 128
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Walked:
+    """What a walk of a layer found: allocated bytes, and whether it saw everything."""
+
+    allocated: int
+    complete: bool
+
+
+def allocated_bytes(
+    root: str, seconds: float = WALK_SECONDS, entries: int = WALK_ENTRIES, depth: int = WALK_DEPTH
+) -> Walked:
+    """Bytes allocated under root (itself included), as `du -x --block-size=1` counts them.
+
+    Links are never followed, other filesystems never entered, a file with
+    several names is counted once. Stops after `seconds`, `entries` entries or
+    below `depth` levels, with complete False and what it counted so far.
+    OSError when root itself cannot be opened as a directory.
+    """
+    top = os.open(root, _DIRECTORY)
+    return _LayerWalk(time.monotonic() + seconds, entries, depth).run(top)
+
+
+class _LayerWalk:
+    def __init__(self, deadline: float, entries: int, depth: int) -> None:
+        self.deadline = deadline
+        self.entries_left = entries
+        self.depth = depth
+        self.total = 0
+        self.complete = True
+        self.seen: set[tuple[int, int]] = set()  # (st_dev, st_ino) of files with several names
+        self.device = 0
+
+    def run(self, top: int) -> Walked:
+        """Walk from the open directory top (closed here), depth first, without recursion."""
+        stack: list[tuple[int, Any]] = []
+        try:
+            top_stat = os.fstat(top)
+            self.device = top_stat.st_dev
+            self.total += top_stat.st_blocks * 512
+            self._enter(stack, top)
+            while stack and self.complete:
+                self._step(stack)
+        finally:
+            for fd, entries in stack:
+                entries.close()
+                os.close(fd)
+        return Walked(self.total, self.complete)
+
+    def _enter(self, stack: list[tuple[int, Any]], fd: int) -> None:
+        try:
+            entries = os.scandir(fd)
+        except OSError:
+            os.close(fd)
+            self.complete = False
+            return
+        stack.append((fd, entries))
+
+    def _step(self, stack: list[tuple[int, Any]]) -> None:
+        """Count the next entry of the innermost directory; enter it if it is a directory."""
+        fd, entries = stack[-1]
+        try:
+            entry = next(entries, None)
+        except OSError:  # the directory went bad under us: what is left of it is not counted
+            entry, self.complete = None, False
+        if entry is None:
+            stack.pop()
+            entries.close()
+            os.close(fd)
+            return
+        self.entries_left -= 1
+        if self.entries_left < 0 or time.monotonic() > self.deadline:
+            self.complete = False
+            return
+        directory = self._count(entry)
+        if not directory:
+            return
+        if len(stack) >= self.depth:
+            self.complete = False
+            return
+        child = self._open_directory(fd, entry.name)
+        if child is not None:
+            self._enter(stack, child)
+
+    def _count(self, entry: os.DirEntry) -> bool:
+        """Add the entry's allocated bytes; True if it is a directory of this filesystem to enter."""
+        try:
+            # fstatat relative to the directory's descriptor, not following a link.
+            info = entry.stat(follow_symlinks=False)
+        except OSError:  # removed meanwhile: nothing to count
+            return False
+        is_directory = stat.S_ISDIR(info.st_mode)
+        if is_directory and info.st_dev != self.device:
+            return False  # a mount point: another filesystem, not this layer
+        if not is_directory and info.st_nlink > 1:
+            inode = (info.st_dev, info.st_ino)
+            if inode in self.seen:
+                return False
+            self.seen.add(inode)
+        self.total += info.st_blocks * 512
+        return is_directory
+
+    def _open_directory(self, parent: int, name: str | bytes) -> int | None:
+        """The named directory of parent opened without following a link; None if it no longer is one."""
+        try:
+            fd = os.open(name, _DIRECTORY, dir_fd=parent)
+        except OSError:  # replaced by a link or a file, or removed, since it was listed
+            return None
+        if os.fstat(fd).st_dev != self.device:
+            os.close(fd)
+            return None
+        return fd
+
+
+_unreadable_logged = False
+
+
+def _upper_dir(inspected: dict) -> str | None:
+    """The container's writable layer on the host, as the storage driver names it, or None."""
+    driver = inspected.get("GraphDriver") or {}
+    upper = (driver.get("Data") or {}).get("UpperDir")
+    return upper if isinstance(upper, str) and os.path.isabs(upper) else None
+
 
 class DockerUsageOps:
     """container_disk_usage for DockerBackend."""
@@ -38,27 +194,59 @@ class DockerUsageOps:
     _filters: Any
 
     def container_disk_usage(self) -> list[ContainerDisk]:
-        from .docker_backend import LABEL_CONTAINER, LABEL_WORKSPACE, _translated
+        from .docker_backend import LABEL_CONTAINER, LABEL_WORKSPACE
 
-        running = {**self._filters(), "status": ["running"]}
-        with _translated("Listing the running containers"):
-            rows = self.api.containers(filters=running)
         measured = []
-        for row in rows:
+        for row in self._running_rows():
             labels = row.get("Labels") or {}
             if LABEL_WORKSPACE not in labels or LABEL_CONTAINER not in labels:
                 continue
             try:
-                written = self._written(row["Id"], _translated)
+                written, complete = self._measure(row["Id"])
             except _Gone:
                 continue
-            measured.append(ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], written))
+            measured.append(
+                ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], written, complete)
+            )
         return measured
 
-    def _written(self, container_id: str, translated: Any) -> int | None:
-        """Bytes the container wrote to its own layer; None when the engine could not measure it."""
+    def _running_rows(self) -> list[dict]:
+        from .docker_backend import _translated
+
+        running = {**self._filters(), "status": ["running"]}
+        with _translated("Listing the running containers"):
+            return self.api.containers(filters=running)
+
+    def _measure(self, container_id: str) -> tuple[int | None, bool]:
+        """(bytes written, complete): walked in its upper directory, or the engine's SizeRw."""
+        upper = self._upper_dir_of(container_id)
+        if upper is not None:
+            try:
+                walked = allocated_bytes(upper)
+            except OSError as exc:
+                _log_unreadable(exc)
+            else:
+                return walked.allocated, walked.complete
+        return self._engine_written(container_id), True
+
+    def _upper_dir_of(self, container_id: str) -> str | None:
+        from .docker_backend import _translated
+
         try:
-            with translated("Measuring a container's disk use"):
+            with _translated("Inspecting a container"):
+                return _upper_dir(self.api.inspect_container(container_id))
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                raise _Gone from exc
+            logger.warning("disk watch: container %s not inspected: %s", container_id[:12], exc)
+            return None
+
+    def _engine_written(self, container_id: str) -> int | None:
+        """Bytes the engine says the container wrote (SizeRw); None when it could not measure it."""
+        from .docker_backend import _translated
+
+        try:
+            with _translated("Measuring a container's disk use"):
                 rows = self.api.containers(all=True, size=True, filters={"id": [container_id]})
         except EngineError as exc:
             if isinstance(exc.__cause__, docker.errors.NotFound):
@@ -68,6 +256,18 @@ class DockerUsageOps:
         if not rows:
             raise _Gone
         return int(rows[0].get("SizeRw") or 0)
+
+
+def _log_unreadable(exc: OSError) -> None:
+    """Say once a process why the engine is measuring (slowly) instead of the worker."""
+    global _unreadable_logged
+    if not _unreadable_logged:
+        _unreadable_logged = True
+        logger.warning(
+            "disk watch: cannot read the containers' layers (%s); asking the engine instead, "
+            "which is far slower. Run the worker as root or with CAP_DAC_READ_SEARCH.",
+            exc.strerror,
+        )
 
 
 class _Gone(Exception):

@@ -1,9 +1,12 @@
-"""What one pass of the disk watch costs: the engine measuring every running container.
+"""What one pass of the disk watch costs: the worker's walk against the engine's measure.
 
 Starts --workspaces display-only workspaces (one user each), writes
---megabytes into each container's home folder, then times what the beat task
-calls, backend().container_disk_usage() (docker's list with sizes), beside
-the same list without sizes (the baseline: what the list itself costs).
+--megabytes into each container's home folder, then times, in the same run,
+what the beat task calls, backend().container_disk_usage() (an inspect per
+container, then a walk of its upper directory on this host), beside the
+engine measuring the same containers one by one (docker's SizeRw: what the
+watch asked for before) and the list without sizes (what the list itself
+costs). Prints both passes, their ratio, and what each measured.
 
     .venv/bin/python bench/disk_usage.py [--workspaces 10] [--megabytes 20] [--runs 3]
 """
@@ -55,13 +58,20 @@ def main() -> None:
             backend().exec(ws.engine_id, "display", ["sh", "-c", fill])
 
         engine = backend()
-        sized, measured = timed(engine.container_disk_usage, args.runs)
+        walked, measured = timed(engine.container_disk_usage, args.runs)
+        containers = [row["Id"] for row in engine._running_rows()]
+        by_engine, sizes = timed(lambda: [engine._engine_written(c) for c in containers], args.runs)
         plain, _ = timed(lambda: engine.api.containers(filters=engine._filters()), args.runs)
     result = {
         "containers": len(measured),
-        "written_mb_median": round(statistics.median(m.written for m in measured) / 1024**2, 1),
-        "pass_median_s": round(sized, 2),
-        "per_container_s": round(sized / max(1, len(measured)), 3),
+        "walk_written_mb_median": round(statistics.median(m.written for m in measured) / 1024**2, 1),
+        "walk_complete": all(m.complete for m in measured),
+        "engine_written_mb_median": round(statistics.median(s or 0 for s in sizes) / 1024**2, 1),
+        "walk_pass_median_s": round(walked, 3),
+        "walk_per_container_s": round(walked / max(1, len(measured)), 4),
+        "engine_pass_median_s": round(by_engine, 2),
+        "engine_per_container_s": round(by_engine / max(1, len(containers)), 3),
+        "engine_over_walk": round(by_engine / max(walked, 1e-6), 1),
         "list_without_sizes_s": round(plain, 3),
     }
     print(json.dumps(result, indent=2))

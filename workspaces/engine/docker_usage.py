@@ -93,7 +93,9 @@ class _LayerWalk:
         self.depth = depth
         self.total = 0
         self.complete = True
-        self.seen: set[tuple[int, int]] = set()  # (st_dev, st_ino) of files with several names
+        # Files with several names already counted: their inode, or (st_dev, st_ino)
+        # off the layer's device; plain ints keep a million of them small.
+        self.seen: set[int | tuple[int, int]] = set()
         self.device = 0
 
     def run(self, top: int) -> Walked:
@@ -158,7 +160,7 @@ class _LayerWalk:
         if is_directory and info.st_dev != self.device:
             return False  # a mount point: another filesystem, not this layer
         if not is_directory and info.st_nlink > 1:
-            inode = (info.st_dev, info.st_ino)
+            inode = info.st_ino if info.st_dev == self.device else (info.st_dev, info.st_ino)
             if inode in self.seen:
                 return False
             self.seen.add(inode)

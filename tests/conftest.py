@@ -220,12 +220,11 @@ def until(page, condition, what: str, timeout: float = 10) -> None:
         page.wait_for_timeout(50)
 
 
-@pytest.fixture(scope="session")
-def display_proxy_url(live_server_port):
-    """The real display proxy (websockify + our token plugin) on a free port."""
+def start_display_proxy(name: str, origins: str, **env: str) -> tuple[Process, str]:
+    """A real display proxy (websockify + our token plugin) on a free port, and its URL."""
     port = free_port()
     proxy = Process(
-        "display-proxy",
+        name,
         [
             sys.executable,
             "-m",
@@ -235,12 +234,19 @@ def display_proxy_url(live_server_port):
             "--redis",
             os.environ["REDIS_URL"],
             "--origins",
-            f"{TEST_ORIGIN} http://127.0.0.1:{live_server_port}",
+            origins,
         ],
-        dict(os.environ),
+        dict(os.environ, **env),
     )
     wait_for_port(port)
-    yield f"ws://127.0.0.1:{port}/"
+    return proxy, f"ws://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def display_proxy_url(live_server_port):
+    """The session's display proxy, with the default limits."""
+    proxy, url = start_display_proxy("display-proxy", f"{TEST_ORIGIN} http://127.0.0.1:{live_server_port}")
+    yield url
     proxy.stop()
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.listeners import UnixListener
 from workspaces.display_socket import (
     SOCKET_NAME,
     DisplayRefused,
@@ -31,42 +31,6 @@ CONTAINER = "c0ffee" + "0" * 58
 OTHER = "d" * 64
 
 
-class Listener:
-    """A listening unix socket standing in for a host service (the Docker engine's socket)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self.received = b""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            with conn:
-                conn.settimeout(0.5)
-                try:
-                    while chunk := conn.recv(4096):
-                        self.received += chunk
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
 def root(tmp_path) -> Path:
     (tmp_path / "displays" / "ws1").mkdir(parents=True)
@@ -76,7 +40,7 @@ def root(tmp_path) -> Path:
 @pytest.fixture
 def host_service(tmp_path):
     (tmp_path / "host").mkdir()
-    listener = Listener(tmp_path / "host" / "service.sock")
+    listener = UnixListener(tmp_path / "host" / "service.sock")
     yield listener
     listener.close()
 
@@ -128,7 +92,7 @@ def test_a_target_without_the_displays_container_or_server_is_refused(root):
 def test_a_socket_whose_listener_is_a_host_process_is_refused_before_a_byte(root):
     # A real socket in the folder, but this test (a host process, not uid 1000
     # in the display's container) listens on it.
-    listener = Listener(root / "ws1" / SOCKET_NAME)
+    listener = UnixListener(root / "ws1" / SOCKET_NAME)
     try:
         # Refused by the first check it fails: its uid (unless it runs as 1000), or its pid.
         with pytest.raises(DisplayRefused, match=r"runs as uid|not the display's VNC server"):
@@ -154,7 +118,7 @@ def test_the_peer_must_be_uid_1000_the_recorded_pid_and_in_the_container(monkeyp
 def test_this_process_is_in_no_container_and_its_peer_is_itself(root):
     assert container_of(os.getpid()) is None
     assert container_of(2**22 + 12345) is None  # no such process
-    listener = Listener(root / "ws1" / "x.sock")
+    listener = UnixListener(root / "ws1" / "x.sock")
     try:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(listener.path))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, sh
+from tests.listeners import UnixListener
 from tests.services import ARTIFACTS
 from workspaces import lifecycle, thumbnails
 from workspaces.engine.errors import StartTimeout
@@ -37,43 +36,16 @@ SOCKET = "/run/lattice-vnc/vnc.sock"  # the display's socket, as the student see
 ATTACK = b"POST /containers/create HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\n\r\n{}"
 
 
-class HostListener:
-    """A listening unix socket on this host that records every connection and byte."""
+class HostListener(UnixListener):
+    """A socket on this host that anyone may connect to: only the proxy's refusal stands in the way."""
 
     def __init__(self) -> None:
         folder = Path(tempfile.mkdtemp(prefix="lattice-test-host-"))
         folder.chmod(0o755)
-        self.path = folder / "docker.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(self.path))
-        self.path.chmod(0o666)  # anyone may connect: only the proxy's refusal stands in the way
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self.received = b""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            with conn:
-                conn.settimeout(1)
-                try:
-                    while chunk := conn.recv(4096):
-                        self.received += chunk
-                except OSError:
-                    pass
+        super().__init__(folder / "docker.sock", mode=0o666)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(3)
-        self.sock.close()
+        super().close()
         self.path.unlink(missing_ok=True)
         self.path.parent.rmdir()
 

@@ -6,18 +6,15 @@ clipboard text at most 4 KiB, 3 connections to a workspace, 2 per user.
 
 from __future__ import annotations
 
-import os
 import struct
-import sys
 import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from tests.conftest import TEST_ORIGIN
+from tests.conftest import TEST_ORIGIN, start_display_proxy
 from tests.e2e import running
-from tests.services import Process, free_port, wait_for_port
 from workspaces import display_tokens, lifecycle
 from workspaces.display_proxy import MESSAGE_SLACK
 from workspaces.models import Workspace
@@ -30,29 +27,14 @@ PER_USER = 2
 
 @pytest.fixture(scope="module")
 def small_proxy():
-    port = free_port()
-    proxy = Process(
+    proxy, url = start_display_proxy(
         "display-proxy-limits",
-        [
-            sys.executable,
-            "-m",
-            "workspaces.display_proxy",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--redis",
-            os.environ["REDIS_URL"],
-            "--origins",
-            TEST_ORIGIN,
-        ],
-        dict(
-            os.environ,
-            LATTICE_CLIPBOARD_MAX_BYTES=str(CLIPBOARD),
-            LATTICE_DISPLAY_CONNECTIONS_PER_WORKSPACE=str(PER_WORKSPACE),
-            LATTICE_DISPLAY_CONNECTIONS_PER_USER=str(PER_USER),
-        ),
+        TEST_ORIGIN,
+        LATTICE_CLIPBOARD_MAX_BYTES=str(CLIPBOARD),
+        LATTICE_DISPLAY_CONNECTIONS_PER_WORKSPACE=str(PER_WORKSPACE),
+        LATTICE_DISPLAY_CONNECTIONS_PER_USER=str(PER_USER),
     )
-    wait_for_port(port)
-    yield f"ws://127.0.0.1:{port}/"
+    yield url
     proxy.stop()
 
 

@@ -65,7 +65,7 @@ class VolumesInMemory(DockerBackend):
         assert self.name(spec.owner_id) == spec.owner
         self.started.append(spec.owner)
         self.volumes.setdefault(spec.owner, tar_of())  # a start makes an empty volume when there is none
-        return Endpoint(path="/s/vnc.sock")
+        return Endpoint(path="/s/vnc.sock", container_id="c0ffee", server_pid=4242)
 
 
 @pytest.fixture

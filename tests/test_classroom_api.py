@@ -95,7 +95,13 @@ def test_co_teachers_share_the_classroom(api_client, teacher, other_teacher, cla
     assert as_user(api_client, other_teacher).get(f"/api/classrooms/{classroom.pk}/").status_code == 200
 
 
-ENDPOINT = {"host": "10.0.0.2", "port": 5900, "path": "/run/lattice/test.sock"}
+ENDPOINT = {
+    "host": "10.0.0.2",
+    "port": 5900,
+    "path": "/run/lattice/test.sock",
+    "container_id": "c0ffee",
+    "server_pid": 4242,
+}
 
 
 @pytest.fixture

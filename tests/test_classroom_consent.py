@@ -22,7 +22,7 @@ from workspaces.models import (
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINT = {"path": "/run/lattice/test.sock"}
+ENDPOINT = {"path": "/run/lattice/test.sock", "container_id": "c0ffee", "server_pid": 4242}
 
 
 @pytest.fixture

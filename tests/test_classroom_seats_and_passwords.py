@@ -60,7 +60,9 @@ def workspace_of(owner, desktop, state="running") -> Workspace:
         state=state,
         vnc_password="old-ctl1",
         vnc_view_password="old-vie1",
-        engine_state={"endpoint": {"path": "/run/lattice/test.sock"}},
+        engine_state={
+            "endpoint": {"path": "/run/lattice/test.sock", "container_id": "c0ffee", "server_pid": 4242}
+        },
     )
 
 

@@ -55,7 +55,7 @@ class CountingBackend(DockerBackend):
         finally:
             with self.lock:
                 type(self).in_flight -= 1
-        return Endpoint(path=f"/run/lattice/{spec.workspace_id}.sock")
+        return Endpoint(path=f"/run/lattice/{spec.workspace_id}.sock", container_id="c0ffee", server_pid=4242)
 
     def stop(self, workspace_id: str) -> None:
         self.stopped.append(workspace_id)

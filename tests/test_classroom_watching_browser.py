@@ -28,7 +28,13 @@ def lesson(make_user, teacher):
         display=desktop,
         state="running",
         progress=100,
-        engine_state={"endpoint": {"path": "/run/lattice/nothing-here.sock"}},
+        engine_state={
+            "endpoint": {
+                "path": "/run/lattice/nothing-here.sock",
+                "container_id": "c0ffee",
+                "server_pid": 4242,
+            }
+        },
     )
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, state="done")
     Seat.objects.create(broadcast=sent, student=student, workspace=ws, state="running", message="Running")

@@ -24,7 +24,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, sh
 from tests.listeners import UnixListener
 from tests.services import ARTIFACTS
-from workspaces import lifecycle, thumbnails
+from workspaces import display_tokens, lifecycle, thumbnails
 from workspaces.engine.errors import StartTimeout
 from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
@@ -146,16 +146,26 @@ def test_a_display_started_again_never_takes_the_students_server_for_its_own(eng
     assert recorded["server_pid"] > 0
 
 
-def test_the_real_display_still_answers_through_the_proxy(engine, student):
+def test_the_real_display_still_answers_through_the_proxy(engine, student, settings):
     ws_id = running(student, apps=())
     grant = token(student, ws_id)
     with RFBClient(grant["url"], grant["password"], origin=TEST_ORIGIN) as rfb:
         assert not rfb.frame().is_blank()
-    # A display started before the engine recorded its server is refused, with what to do.
+    # A display started before the engine recorded its server gets no token
+    # (the API says what to do), and a grant without it is refused by the proxy.
     ws = Workspace.objects.get(pk=ws_id)
     endpoint = ws.engine_state["endpoint"]
     assert len(endpoint["container_id"]) == 64 and endpoint["server_pid"] > 0
     Workspace.objects.filter(pk=ws_id).update(engine_state={"endpoint": {"path": endpoint["path"]}})
-    assert opened(token(student, ws_id)["url"]) is None
+    response = student.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "control"}, format="json")
+    assert response.status_code == 409
+    assert "stop the workspace and start it again" in response.json()["detail"]
+    legacy = display_tokens.Grant(workspace=ws_id, socket=endpoint["path"], mode="control", user=ws.owner_id)
+    url = (
+        settings.LATTICE_DISPLAY_PROXY_URL
+        + "?token="
+        + display_tokens.issue(lifecycle.redis_client(), legacy, 60)
+    )
+    assert opened(url) is None
     assert "stop the workspace and start it again" in proxy_log()
     assert os.path.exists(endpoint["path"])

@@ -34,7 +34,7 @@ class ScriptedEngine(DockerBackend):
     def start(self, spec, progress=None, timeout=60):
         self._do("start", spec.workspace_id)
         self.workspaces[spec.workspace_id] = "running"
-        return Endpoint(path=f"/sockets/{spec.workspace_id}/vnc.sock")
+        return Endpoint(path=f"/sockets/{spec.workspace_id}/vnc.sock", container_id="c0ffee", server_pid=4242)
 
     def stop(self, workspace_id):
         self._do("stop", workspace_id)
@@ -133,7 +133,12 @@ def test_a_disabled_image_does_not_start_again(owner, desktop):
 
 
 def test_a_token_issued_as_the_workspace_stops_is_taken_back(owner, desktop, monkeypatch):
-    ws = make(owner, desktop, "running", engine_state={"endpoint": {"path": "/s/vnc.sock"}})
+    ws = make(
+        owner,
+        desktop,
+        "running",
+        engine_state={"endpoint": {"path": "/s/vnc.sock", "container_id": "c0ffee", "server_pid": 4242}},
+    )
     issued = []
     real_issue = display_tokens.issue
 

@@ -147,7 +147,13 @@ def test_display_tokens_are_rate_limited_per_user(student, owner, settings):
         owner=owner,
         display=display,
         state="running",
-        engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}},
+        engine_state={
+            "endpoint": {
+                "path": "/run/lattice/displays/x/vnc.sock",
+                "container_id": "c0ffee",
+                "server_pid": 4242,
+            }
+        },
     )
     client = lifecycle.redis_client()
     for key in client.scan_iter("lattice:display-requests:*"):  # user ids repeat from test to test

@@ -154,7 +154,14 @@ def test_double_stop_claims_once(owner, catalog):
 def test_bad_display_token_mode_is_400(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
+        state="running",
+        engine_state={
+            "endpoint": {
+                "path": "/run/lattice/displays/x/vnc.sock",
+                "container_id": "c0ffee",
+                "server_pid": 4242,
+            }
+        },
     )
     response = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "admin"}, format="json")
     assert response.status_code == 400
@@ -164,7 +171,14 @@ def test_bad_display_token_mode_is_400(as_owner, catalog):
 def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
+        state="running",
+        engine_state={
+            "endpoint": {
+                "path": "/run/lattice/displays/x/vnc.sock",
+                "container_id": "c0ffee",
+                "server_pid": 4242,
+            }
+        },
     )
     ws = Workspace.objects.get(pk=ws_id)
     view = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "view"}, format="json").json()
@@ -177,7 +191,12 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     token = view["url"].split("token=")[1]
     grant = display_tokens.consume(lifecycle.redis_client(), token)
     assert grant == display_tokens.Grant(
-        workspace=ws_id, socket="/run/lattice/displays/x/vnc.sock", mode="view", user=ws.owner_id
+        workspace=ws_id,
+        socket="/run/lattice/displays/x/vnc.sock",
+        mode="view",
+        user=ws.owner_id,
+        container_id="c0ffee",
+        server_pid=4242,
     )
     assert display_tokens.consume(lifecycle.redis_client(), token) is None  # single use
 
@@ -185,7 +204,14 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
 def test_stop_revokes_unused_tokens(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
-        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
+        state="running",
+        engine_state={
+            "endpoint": {
+                "path": "/run/lattice/displays/x/vnc.sock",
+                "container_id": "c0ffee",
+                "server_pid": 4242,
+            }
+        },
     )
     url = as_owner.post(f"/api/workspaces/{ws_id}/display-token/").json()["url"]
     assert as_owner.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
@@ -226,3 +252,13 @@ def test_catalog_sync_takes_only_catalog_images_never_saved_ones(monkeypatch):
     monkeypatch.setattr(catalog, "backend", Engine)
     assert [image.slug for image in catalog.sync_from_engine()] == ["ide"]
     assert Image.objects.get().owner is None
+
+
+def test_a_display_whose_server_is_not_known_gets_no_token_and_says_what_to_do(as_owner, catalog):
+    ws_id = launch(as_owner).json()["id"]
+    Workspace.objects.filter(pk=ws_id).update(
+        state="running", engine_state={"endpoint": {"path": "/run/lattice/displays/x/vnc.sock"}}
+    )
+    response = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "control"}, format="json")
+    assert response.status_code == 409
+    assert "stop the workspace and start it again" in response.json()["detail"]

@@ -320,6 +320,13 @@ def issue_display_token(
     endpoint = current["engine_state"].get("endpoint") or {}
     if not endpoint.get("path"):
         raise WrongState("The workspace has no display yet; try again in a moment.")
+    if not endpoint.get("container_id") or not endpoint.get("server_pid"):
+        # Started before displays were known by their VNC server's identity, or
+        # the student's own server held the socket: the proxy would refuse it.
+        raise WrongState(
+            "This workspace's display cannot be checked (an older Lattice started it, or something "
+            "else holds its socket): stop the workspace and start it again."
+        )
     grant = display_tokens.Grant(
         workspace=workspace.pk,
         socket=endpoint["path"],
@@ -327,8 +334,8 @@ def issue_display_token(
         scopes=scopes,
         user=user_id,
         # The proxy connects only when the display container's own VNC server answers.
-        container_id=endpoint.get("container_id") or "",
-        server_pid=endpoint.get("server_pid") or 0,
+        container_id=endpoint["container_id"],
+        server_pid=endpoint["server_pid"],
     )
     token = display_tokens.issue(client, grant, settings.LATTICE_DISPLAY_TOKEN_TTL)
     # A stop that came between the read above and the issue revoked every

@@ -81,7 +81,15 @@ def test_the_walk_counts_what_the_files_take_and_nothing_outside(tmp_path, host_
     assert 30 * MB <= walked.allocated - empty < 30 * MB + 64 * 1024
 
 
-def test_deep_nesting_and_many_entries_end_the_walk_with_a_lower_bound(tmp_path):
+@pytest.fixture
+def deep_tree(tmp_path):
+    """tmp_path, removed by GNU rm at the end: pytest's own clean-up recurses and cannot."""
+    yield tmp_path
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path / "d")], check=True)
+
+
+def test_deep_nesting_and_many_entries_end_the_walk_with_a_lower_bound(deep_tree):
+    tmp_path = deep_tree
     deep = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     for _ in range(3000):  # deeper than any path the kernel would take in one call
         os.mkdir("d", dir_fd=deep)

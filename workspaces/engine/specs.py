@@ -164,8 +164,8 @@ class Endpoint:
     """
 
     path: str
-    container_id: str = ""  # the display container's full id
-    server_pid: int = 0  # the VNC server's pid on the engine's host, as it started
+    container_id: str  # the display container's full id
+    server_pid: int  # the VNC server's pid on the engine's host, as it started
 
     def as_dict(self) -> dict[str, str | int]:
         return {"path": self.path, "container_id": self.container_id, "server_pid": self.server_pid}

@@ -108,6 +108,13 @@ os.environ.setdefault("LATTICE_FAST_PASSWORD_HASHING", "1")
 # Short enough that the never-ready test is quick, long enough for a loaded CI machine.
 os.environ.setdefault("LATTICE_SPAWN_TIMEOUT", "20")
 os.environ.setdefault("LATTICE_VAR_DIR", str(ROOT / "var" / "test"))
+# The unprivileged display proxy (tests/test_display_proxy_as_run.py) must pass
+# through every folder above the display sockets: a checkout in a private
+# folder (/root/…) would hide them, so this run's sockets then live in /tmp.
+if not all(folder.stat().st_mode & 0o001 for folder in (ROOT, *ROOT.parents)):
+    _displays = tempfile.mkdtemp(prefix="lattice-test-displays-")
+    os.environ.setdefault("LATTICE_DISPLAY_SOCKET_DIR", _displays)
+    atexit.register(shutil.rmtree, _displays, True)
 # Backups of this run's made-up users go to a folder of this run's own.
 _object_storage = tempfile.mkdtemp(prefix="lattice-test-objects-")
 os.environ.setdefault("LATTICE_OBJECT_STORAGE", _object_storage)

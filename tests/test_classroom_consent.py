@@ -468,3 +468,18 @@ def test_a_late_request_of_a_closed_page_starts_nothing(api_client, teacher, roo
     for _ in range(2):
         assert api.post(f"{base}/display-token/", {"mode": "view"}, format="json").status_code == 200
         assert api.post(f"{base}/release/").status_code == 204
+
+
+def test_the_admin_dashboard_names_an_events_class_and_keeps_a_deleted_ones_id(
+    client, admin_user, teacher, owner
+):
+    looms = Classroom.objects.create(name="Looms of Tuesday")
+    gone = Classroom.objects.create(name="Gone by now")
+    audit.record(audit.INVITE, actor=teacher, subject=owner, classroom=looms)
+    audit.record(audit.INVITE, actor=teacher, subject=owner, classroom=gone)
+    gone_id = gone.pk
+    gone.delete()
+    client.force_login(admin_user)
+    page = client.get("/manage/").content.decode()
+    assert "<td>Looms of Tuesday</td>" in page
+    assert f"<td>{gone_id}</td>" in page and "Gone by now" not in page

@@ -94,7 +94,7 @@ def admin_dashboard(request: HttpRequest) -> HttpResponse:
                 "image__parent", "requested_by"
             ),
             "jobs": admin_catalog.recent_jobs(request.user),
-            "audit": AuditEvent.objects.all()[:AUDIT_SHOWN],
+            "audit": AuditEvent.objects.select_related("classroom")[:AUDIT_SHOWN],
         },
     )
 

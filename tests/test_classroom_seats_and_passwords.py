@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from django.db import connections
 
-from tests.fakes import use_engine
+from tests.fakes import endpoint_state, use_engine
 from workspaces import classrooms, lifecycle, tasks, teaching
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineError
@@ -60,9 +60,7 @@ def workspace_of(owner, desktop, state="running") -> Workspace:
         state=state,
         vnc_password="old-ctl1",
         vnc_view_password="old-vie1",
-        engine_state={
-            "endpoint": {"path": "/run/lattice/test.sock", "container_id": "c0ffee", "server_pid": 4242}
-        },
+        engine_state=endpoint_state("/run/lattice/test.sock"),
     )
 
 

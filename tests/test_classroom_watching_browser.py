@@ -7,6 +7,7 @@ not need)."""
 import pytest
 
 from tests.conftest import screenshot
+from tests.fakes import endpoint_state
 from tests.test_pages_browser import login
 from workspaces import teaching, thumbnails
 from workspaces.models import AuditEvent, Broadcast, Classroom, Image, Seat, Workspace
@@ -28,13 +29,7 @@ def lesson(make_user, teacher):
         display=desktop,
         state="running",
         progress=100,
-        engine_state={
-            "endpoint": {
-                "path": "/run/lattice/nothing-here.sock",
-                "container_id": "c0ffee",
-                "server_pid": 4242,
-            }
-        },
+        engine_state=endpoint_state("/run/lattice/nothing-here.sock"),
     )
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, state="done")
     Seat.objects.create(broadcast=sent, student=student, workspace=ws, state="running", message="Running")

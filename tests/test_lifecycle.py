@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.fakes import use_engine
+from tests.fakes import endpoint_state, use_engine
 from workspaces import display_tokens, lifecycle, tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineUnavailable
@@ -137,7 +137,7 @@ def test_a_token_issued_as_the_workspace_stops_is_taken_back(owner, desktop, mon
         owner,
         desktop,
         "running",
-        engine_state={"endpoint": {"path": "/s/vnc.sock", "container_id": "c0ffee", "server_pid": 4242}},
+        engine_state=endpoint_state("/s/vnc.sock"),
     )
     issued = []
     real_issue = display_tokens.issue

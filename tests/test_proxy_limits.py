@@ -15,6 +15,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import TEST_ORIGIN, start_display_proxy
 from tests.e2e import running
+from tests.fakes import endpoint_state
 from workspaces import display_tokens, lifecycle
 from workspaces.display_proxy import MESSAGE_SLACK
 from workspaces.models import Workspace
@@ -147,13 +148,7 @@ def test_display_tokens_are_rate_limited_per_user(student, owner, settings):
         owner=owner,
         display=display,
         state="running",
-        engine_state={
-            "endpoint": {
-                "path": "/run/lattice/displays/x/vnc.sock",
-                "container_id": "c0ffee",
-                "server_pid": 4242,
-            }
-        },
+        engine_state=endpoint_state(),
     )
     client = lifecycle.redis_client()
     for key in client.scan_iter("lattice:display-requests:*"):  # user ids repeat from test to test

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.fakes import endpoint_state
 from workspaces import display_tokens, lifecycle
 from workspaces.models import Image, Workspace
 
@@ -155,13 +156,7 @@ def test_bad_display_token_mode_is_400(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
         state="running",
-        engine_state={
-            "endpoint": {
-                "path": "/run/lattice/displays/x/vnc.sock",
-                "container_id": "c0ffee",
-                "server_pid": 4242,
-            }
-        },
+        engine_state=endpoint_state(),
     )
     response = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "admin"}, format="json")
     assert response.status_code == 400
@@ -172,13 +167,7 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
         state="running",
-        engine_state={
-            "endpoint": {
-                "path": "/run/lattice/displays/x/vnc.sock",
-                "container_id": "c0ffee",
-                "server_pid": 4242,
-            }
-        },
+        engine_state=endpoint_state(),
     )
     ws = Workspace.objects.get(pk=ws_id)
     view = as_owner.post(f"/api/workspaces/{ws_id}/display-token/", {"mode": "view"}, format="json").json()
@@ -205,13 +194,7 @@ def test_stop_revokes_unused_tokens(as_owner, catalog):
     ws_id = launch(as_owner).json()["id"]
     Workspace.objects.filter(pk=ws_id).update(
         state="running",
-        engine_state={
-            "endpoint": {
-                "path": "/run/lattice/displays/x/vnc.sock",
-                "container_id": "c0ffee",
-                "server_pid": 4242,
-            }
-        },
+        engine_state=endpoint_state(),
     )
     url = as_owner.post(f"/api/workspaces/{ws_id}/display-token/").json()["url"]
     assert as_owner.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202

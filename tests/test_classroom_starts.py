@@ -367,3 +367,70 @@ def test_an_online_student_gets_a_notice_that_lasts_until_opened(fake_engine, ma
     assert teaching.pending(student)["notices"] == pending, "reading it does not end it"
     teaching.dismiss(student, ws.pk)
     assert teaching.pending(student)["notices"] == []
+
+
+# --- a student who left ------------------------------------------------------------------
+
+
+def queued_seats(room: Classroom, teacher, desktop, files: str = "") -> Broadcast:
+    """A broadcast whose seats wait in the queue (nothing started yet)."""
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, files=files)
+    Seat.objects.bulk_create([Seat(broadcast=sent, student=s) for s in room.students.all()])
+    return sent
+
+
+def test_leaving_ends_the_students_queued_seats(fake_engine, make_user, teacher, desktop):
+    room = make_class(make_user, teacher, "Mu", 2)
+    sent = queued_seats(room, teacher, desktop)
+    mu1 = room.students.get(username="mu1")
+
+    classrooms.leave(mu1, room.pk)
+
+    seat = Seat.objects.get(broadcast=sent, student=mu1)
+    assert (seat.state, seat.message) == ("stopped", "Left the class")
+    tasks.run_broadcast(sent.pk)  # the starts, arriving late, start nothing of theirs
+    assert fake_engine.started == ["mu2"]
+    assert not Workspace.objects.filter(owner=mu1).exists()
+
+
+def test_a_start_refuses_a_student_no_longer_in_the_class(
+    fake_engine, make_user, teacher, desktop, monkeypatch
+):
+    room = make_class(make_user, teacher, "Nu", 1)
+    sent = queued_seats(room, teacher, desktop, files="lessons")
+    nu1 = room.students.get()
+    copies: list = []
+    monkeypatch.setattr(tasks.classroom.file_copies, "copy_folder", lambda *args: copies.append(args) or [])
+    # Gone between the queue and the start (the seat's own row was not moved).
+    room.students.remove(nu1)
+
+    tasks.start_seat(Seat.objects.get(broadcast=sent).pk)
+
+    seat = Seat.objects.get(broadcast=sent)
+    assert (seat.state, seat.message) == ("failed", "Left the class")
+    assert copies == [] and fake_engine.started == []
+    assert not Workspace.objects.filter(owner=nu1).exists()
+
+
+def test_retry_stop_all_and_the_broadcast_reach_members_only(
+    fake_engine, make_user, teacher, desktop, api_client
+):
+    room = make_class(make_user, teacher, "Xi", 2)
+    fake_engine.fail_for = {"xi1"}
+    sent = classrooms.broadcast(room, teacher, "desktop")
+    assert states(sent) == {"xi1": "failed", "xi2": "running"}
+    xi2 = room.students.get(username="xi2")
+    xi2_ws = Seat.objects.get(broadcast=sent, student=xi2).workspace
+    classrooms.leave(room.students.get(username="xi1"), room.pk)
+    classrooms.leave(xi2, room.pk)
+    room.students.add(make_user("xi3"))
+    fake_engine.reset()
+    api_client.force_authenticate(teacher)
+
+    assert api_client.post(f"/api/broadcasts/{sent.pk}/students/xi1/retry/").status_code == 404
+    assert api_client.get(f"/api/broadcasts/{sent.pk}/").json()["students"] == []
+    assert api_client.post(f"/api/classrooms/{room.pk}/stop/").json() == {"stopping": 0}
+    assert fake_engine.started == [] and fake_engine.stopped == []
+    xi2_ws.refresh_from_db()
+    assert xi2_ws.state == "running", "the workspace is the student's own now"
+    assert Seat.objects.get(broadcast=sent, student=xi2).state == "running"

@@ -74,3 +74,4 @@ class ClassroomAdmin(admin.ModelAdmin):
                 audit.REMOVE, actor=request.user, subject=student, classroom=classroom, via="django-admin"
             )
             classrooms.end_access(classroom, student, "an admin took the student out of the class")
+            classrooms.end_seats(classroom, student, "Taken out of the class")

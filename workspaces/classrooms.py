@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
 from . import audit, lifecycle, refusals
@@ -195,7 +195,32 @@ def leave(student: User, pk: int) -> Classroom:
     classroom.students.remove(student)
     audit.record(audit.LEAVE, actor=student, subject=student, classroom=classroom)
     end_access(classroom, student, "the student left the class")
+    end_seats(classroom, student, LEFT)
     return classroom
+
+
+# A seat's last message once its student is no longer in the class.
+LEFT = "Left the class"
+
+
+def end_seats(classroom: Classroom, student: User, message: str) -> int:
+    """The student's queued or starting seats of this class end now (a start under way goes no further)."""
+    seats = Seat.objects.filter(
+        broadcast__classroom=classroom, student=student, state__in=[SeatState.QUEUED, SeatState.STARTING]
+    ).select_related("broadcast", "student", "workspace")
+    return sum(
+        move_seat(seat, [SeatState.QUEUED, SeatState.STARTING], state=SeatState.STOPPED, message=message)
+        for seat in seats
+    )
+
+
+def is_member(classroom: Classroom | int, student: User | int) -> bool:
+    return Classroom.objects.filter(pk=getattr(classroom, "pk", classroom), students=student).exists()
+
+
+def members_seats(seats: QuerySet[Seat]) -> QuerySet[Seat]:
+    """Only the seats of students still in the seat's class: who left is nobody's to reach through it."""
+    return seats.filter(student__classrooms=F("broadcast__classroom"))
 
 
 def end_access(classroom: Classroom, student: User, reason: str) -> None:
@@ -516,8 +541,8 @@ def create_seat_workspace(seat: Seat) -> Workspace | None:
 
 def class_workspaces(classroom: Classroom | int) -> QuerySet[Workspace]:
     """The students' workspaces that broadcasts of this class (or class id) started."""
-    ids = Seat.objects.filter(broadcast__classroom=classroom, workspace__isnull=False).values("workspace_id")
-    return Workspace.objects.visible().filter(pk__in=ids)
+    seats = members_seats(Seat.objects.filter(broadcast__classroom=classroom, workspace__isnull=False))
+    return Workspace.objects.visible().filter(pk__in=seats.values("workspace_id"))
 
 
 def stop_all(classroom: Classroom) -> int:
@@ -525,8 +550,11 @@ def stop_all(classroom: Classroom) -> int:
     # Seats first: a start under way sees its seat stopped and goes no further
     # (or, when its workspace exists already, that workspace is stopped below).
     moved = []
-    for seat in Seat.objects.filter(
-        broadcast__classroom=classroom, state__in=[SeatState.QUEUED, SeatState.STARTING, SeatState.RUNNING]
+    for seat in members_seats(
+        Seat.objects.filter(
+            broadcast__classroom=classroom,
+            state__in=[SeatState.QUEUED, SeatState.STARTING, SeatState.RUNNING],
+        )
     ):
         message = "Cancelled: the class was stopped" if seat.state == SeatState.QUEUED else "Stopped"
         if Seat.objects.filter(pk=seat.pk, state=seat.state).update(state=SeatState.STOPPED, message=message):
@@ -563,9 +591,14 @@ def student_workspace(classroom: Classroom, username: str) -> Workspace:
     return seat.workspace
 
 
+def member_seats_prefetch() -> Prefetch:
+    """A broadcast's seats as its teachers see them: the students still in the class."""
+    return Prefetch("seats", queryset=members_seats(Seat.objects.select_related("student", "workspace")))
+
+
 def latest_broadcast(classroom: Classroom) -> Broadcast | None:
     return (
         classroom.broadcasts.select_related("display")
-        .prefetch_related("apps", "seats__student", "seats__workspace")
+        .prefetch_related("apps", member_seats_prefetch())
         .first()
     )

@@ -230,7 +230,7 @@ class ClassroomBroadcasts(APIView):
 def _broadcast(request: Request, pk: int) -> Broadcast:
     return get_object_or_404(
         Broadcast.objects.filter(classroom__teachers=request.user).prefetch_related(
-            "seats__student", "seats__workspace"
+            classrooms.member_seats_prefetch()
         ),
         pk=pk,
     )
@@ -248,7 +248,8 @@ class RetrySeat(APIView):
     @extend_schema(request=None, responses={202: SeatSerializer})
     def post(self, request: Request, pk: int, username: str) -> Response:
         seat = get_object_or_404(
-            Seat.objects.select_related("broadcast", "student", "workspace"),
+            # A student who left the class is nobody's to start again through it.
+            classrooms.members_seats(Seat.objects.select_related("broadcast", "student", "workspace")),
             broadcast_id=pk,
             broadcast__classroom__teachers=request.user,
             student__username=username.lower(),

@@ -139,6 +139,10 @@ def _start_seat(seat_id: int, still_working) -> None:
     ).get(pk=seat_id)
     classrooms.publish_seat(seat)
     sent = seat.broadcast
+    if not classrooms.is_member(sent.classroom_id, seat.student_id):
+        # Left since the broadcast (or the retry): nothing of the class is made or copied for them.
+        _seat_update(seat, state=SeatState.FAILED, message=classrooms.LEFT)
+        return
     if sent.files:
         # Before the start, so the files are there when the student's apps open.
         if not _seat_update(seat, message="Copying the starter files"):

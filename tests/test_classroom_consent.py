@@ -483,3 +483,36 @@ def test_the_admin_dashboard_names_an_events_class_and_keeps_a_deleted_ones_id(
     page = client.get("/manage/").content.decode()
     assert "<td>Looms of Tuesday</td>" in page
     assert f"<td>{gone_id}</td>" in page and "Gone by now" not in page
+
+
+def test_a_student_who_leaves_while_a_token_is_issued_is_not_watched(
+    api_client, teacher, room, owner, desktop, monkeypatch
+):
+    """The leave lands between the membership check and the session's start: it found nothing to end."""
+    from workspaces import classrooms
+
+    room.students.add(owner)
+    ws = running_seat(room, owner, desktop)
+    issue = lifecycle.issue_display_token
+
+    def leave_meanwhile(*args, **kwargs):
+        classrooms.leave(owner, room.pk)
+        return issue(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "issue_display_token", leave_meanwhile)
+    redis = lifecycle.redis_client()
+    opened = display_tokens.now(redis)
+    api = as_user(api_client, teacher)
+
+    response = api.post(
+        f"/api/classrooms/{room.pk}/students/owner/display-token/?session=tab-1",
+        {"mode": "control"},
+        format="json",
+    )
+
+    assert response.status_code == 404
+    assert teaching.watched_by(ws) == {}
+    scope = teaching.session_scope(ws, teacher, "tab-1", "control")
+    assert display_tokens.revoked_since(redis, (scope,), opened), "the token just issued opens nothing"
+    end = AuditEvent.objects.get(action=audit.SESSION_END)
+    assert end.detail["reason"] == "the student left the class"

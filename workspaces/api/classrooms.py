@@ -295,6 +295,20 @@ def _screen(request: Request, pk: int, username: str) -> tuple[Classroom, Worksp
     return classroom, classrooms.student_workspace(classroom, username)
 
 
+def _start_session(
+    request: Request, classroom: Classroom, workspace: Workspace, mode: str, session: str
+) -> None:
+    """Start (or renew) a session on a member's screen; 404 when they left meanwhile.
+
+    _screen checked membership before; a leave() that ran since found no session
+    to end, so this one is ended here (its connections too) rather than outlive it.
+    """
+    teaching.start_session(request.user, workspace, mode, session, classroom)
+    if not classrooms.is_member(classroom, workspace.owner_id):
+        teaching.end_session(workspace, request.user, session, mode, reason="the student left the class")
+        raise refusals.Missing("No workspace of that student in this classroom.")
+
+
 def _student_workspace(request: Request, pk: int, username: str) -> Workspace:
     return _screen(request, pk, username)[1]
 
@@ -313,7 +327,7 @@ class StudentScreenToken(APIView):
         # A connection belongs to its session: ending that (release, expiry, the student leaving) closes it.
         scopes = (teaching.session_scope(workspace, request.user, session, mode),)
         token, password = lifecycle.issue_display_token(workspace, mode, scopes=scopes, user=request.user)
-        teaching.start_session(request.user, workspace, mode, session, classroom)
+        _start_session(request, classroom, workspace, mode, session)
         return Response(token_response(request, token, password, mode))
 
 
@@ -336,7 +350,7 @@ class RenewControl(APIView):
         mode = request.query_params.get("mode", teaching.CONTROL)
         if mode not in (teaching.CONTROL, teaching.VIEW):
             raise serializers.ValidationError({"detail": "mode is view or control."})
-        teaching.start_session(request.user, workspace, mode, _control_session(request), classroom)
+        _start_session(request, classroom, workspace, mode, _control_session(request))
         return Response(status=204)
 
 
@@ -361,7 +375,7 @@ class StudentThumbnail(APIView):
         if workspace.state != "running":
             raise refusals.Conflict(f"{username}'s workspace is {workspace.state}.")
         # Seeing the picture is watching: the student is told while the grid asks for it.
-        teaching.start_session(request.user, workspace, teaching.GRID, _control_session(request), classroom)
+        _start_session(request, classroom, workspace, teaching.GRID, _control_session(request))
         png = thumbnails.picture(workspace.pk)
         if png is None:
             raise refusals.Unavailable(

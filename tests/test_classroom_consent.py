@@ -516,3 +516,23 @@ def test_a_student_who_leaves_while_a_token_is_issued_is_not_watched(
     assert display_tokens.revoked_since(redis, (scope,), opened), "the token just issued opens nothing"
     end = AuditEvent.objects.get(action=audit.SESSION_END)
     assert end.detail["reason"] == "the student left the class"
+
+
+def test_sessions_stored_by_the_previous_version_are_dropped_not_raised(
+    api_client, teacher, room, owner, desktop
+):
+    """Before a deploy a session was [session, teacher]: the notices and the beat's expiry must not break on it."""
+    room.students.add(owner)
+    ws = running_seat(room, owner, desktop)
+    other = running_seat(room, owner, desktop)
+    redis = lifecycle.redis_client()
+    for workspace in (ws, other):
+        redis.zadd(f"{teaching.CONTROL_KEY}{workspace.pk}", {'["tab-old", "teach"]': 0, "not json": 0})
+    teaching.start_session(teacher, ws, teaching.VIEW, "tab-new", room)
+
+    response = as_user(api_client, owner).get("/api/notices/")
+    assert response.status_code == 200
+    assert teaching.watched_by(ws) == {"view": ["teach"]}
+    assert teaching.expire_control_sessions() == 0  # the beat: nothing it can read had expired
+    assert redis.zcard(f"{teaching.CONTROL_KEY}{ws.pk}") == 1
+    assert not redis.exists(f"{teaching.CONTROL_KEY}{other.pk}"), "only unreadable entries were there"

@@ -17,6 +17,7 @@ moment too late still shows it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from django.db import transaction
 from . import audit, display_tokens, lifecycle, refusals
 from .events import publish, publish_group, user_group
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
+
+logger = logging.getLogger(__name__)
 
 DEMO_KEY = "lattice:demo:"
 CONTROL_KEY = "lattice:control:"
@@ -81,6 +84,24 @@ class Session:
         return cls(session, teacher, mode, classroom)
 
 
+def _parsed(client, workspace_id: int, members: list[bytes]) -> list[Session]:
+    """The sessions these set members are; a member that is none is dropped from the set.
+
+    An older version stored other shapes (e.g. a 2-element [session, teacher]):
+    after a deploy they must not break every read of the screen's sessions.
+    """
+    sessions = []
+    for raw in members:
+        try:
+            sessions.append(Session.parse(raw))
+        except (ValueError, TypeError):
+            client.zrem(_control_key(workspace_id), raw)
+            logger.warning(
+                "workspace %s: dropped a session entry this version cannot read: %r", workspace_id, raw
+            )
+    return sessions
+
+
 def _control_key(workspace_id: int) -> str:
     """The sorted set of a screen's sessions (member -> when it expires)."""
     return f"{CONTROL_KEY}{workspace_id}"
@@ -105,7 +126,7 @@ def _ended(client, workspace_id: int, ended: list[Session], reason: str) -> None
     for one in ended:
         display_tokens.revoke_scope(client, _scope(workspace_id, one.teacher, one.session, one.mode))
         _log(audit.SESSION_END, workspace, one, workspace_id, reason=reason)
-    still = [Session.parse(m) for m in client.zrange(_control_key(workspace_id), 0, -1)]
+    still = _parsed(client, workspace_id, client.zrange(_control_key(workspace_id), 0, -1))
     last_control = not any(one.mode == CONTROL for one in still)
     if workspace is not None and last_control and any(one.mode == CONTROL for one in ended):
         # The teachers' pages held the full-control password: once no control
@@ -139,16 +160,16 @@ def _remove(client, workspace_id: int, members: list[Session], reason: str) -> i
 
 def _end_expired(client, workspace_id: int) -> int:
     """End the screen's sessions that expired, connections and all; how many this call ended."""
-    expired = [
-        Session.parse(m) for m in client.zrangebyscore(_control_key(workspace_id), "-inf", time.time())
-    ]
+    expired = _parsed(
+        client, workspace_id, client.zrangebyscore(_control_key(workspace_id), "-inf", time.time())
+    )
     return _remove(client, workspace_id, expired, "not renewed") if expired else 0
 
 
 def _sessions(client, workspace_id: int) -> list[Session]:
     """Every live session on the screen; sessions that expired are ended first."""
     _end_expired(client, workspace_id)
-    return [Session.parse(m) for m in client.zrange(_control_key(workspace_id), 0, -1)]
+    return _parsed(client, workspace_id, client.zrange(_control_key(workspace_id), 0, -1))
 
 
 def _controllers(client, workspace_id: int) -> list[str]:

@@ -12,7 +12,7 @@ from django.db import connections
 
 from tests.fakes import use_engine
 from tests.saving_fakes import make_saved_image
-from workspaces import classrooms, lifecycle, tasks, teaching
+from workspaces import backups, classrooms, file_copies, lifecycle, tasks, teaching
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import ContainerState, Endpoint
@@ -434,3 +434,51 @@ def test_retry_stop_all_and_the_broadcast_reach_members_only(
     xi2_ws.refresh_from_db()
     assert xi2_ws.state == "running", "the workspace is the student's own now"
     assert Seat.objects.get(broadcast=sent, student=xi2).state == "running"
+
+
+# --- the teacher's files and their lock ---------------------------------------------------
+
+
+class VolumesBackend(CountingBackend):
+    """Knows which users have a data volume; no old username-keyed volumes."""
+
+    volumes: set[int] = set()
+
+    def data_volume_exists(self, user_id: int) -> bool:
+        return user_id in self.volumes
+
+    def legacy_data_volumes(self):
+        return []
+
+
+def copy_in_thread(teacher, student) -> tuple[threading.Thread, list]:
+    done: list = []
+    thread = in_thread(lambda: done.append(file_copies.copy_folder(teacher, "lessons", student, "Class")))
+    return thread, done
+
+
+def test_a_seat_copies_the_teachers_files_while_the_teacher_backs_up(
+    fake_engine, settings, make_user, teacher
+):
+    """Looking whether the teacher's volume is there takes no lock: a backup holds it for its whole export."""
+    use_engine(settings, VolumesBackend)
+    student = make_user("omicron1")
+    VolumesBackend.volumes = {teacher.pk, student.pk}
+    with backups.held(teacher):  # the teacher's backup, under way
+        thread, done = copy_in_thread(teacher, student)
+        thread.join(timeout=5)
+        assert done and done[0][0]["status"] == "copied", "the copy waited behind the teacher's backup"
+
+
+def test_a_teachers_missing_volume_is_brought_back_under_their_lock(
+    fake_engine, settings, make_user, teacher
+):
+    use_engine(settings, VolumesBackend)
+    student = make_user("omicron2")
+    VolumesBackend.volumes = {student.pk}  # the teacher's files are not on this engine yet
+    with backups.held(teacher):
+        thread, done = copy_in_thread(teacher, student)
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and not done, "bringing the files back waits for the lock"
+    thread.join(timeout=5)
+    assert done and done[0][0]["status"] == "copied"

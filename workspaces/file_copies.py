@@ -21,9 +21,10 @@ def copy_folder(src: User, src_path: str, dst: User, dst_path: str) -> list[dict
     One entry per file (see the engine's copy_data): links, pipes, sockets
     and devices are skipped and listed, never followed.
     """
-    if src.pk != dst.pk:
-        # The source only has to be there: its lock is not held through the copy,
-        # so a class's starter copies from one teacher run side by side.
+    if src.pk != dst.pk and not backend().data_volume_exists(src.pk):
+        # The source only has to be there: its lock is taken only to bring it
+        # back (checked again under it), never to look, so a class's starter
+        # copies neither queue on one teacher's lock nor wait out their backup.
         with backups.held(src):
             backups.bring_back(src)
     # The target's lock is held until the copy is in: it may make the volume.

@@ -482,3 +482,27 @@ def test_a_teachers_missing_volume_is_brought_back_under_their_lock(
         assert thread.is_alive() and not done, "bringing the files back waits for the lock"
     thread.join(timeout=5)
     assert done and done[0][0]["status"] == "copied"
+
+
+class ManyLinksBackend(VolumesBackend):
+    """A student whose class folder holds a main.py and 250 symbolic links."""
+
+    def copy_data(self, src_owner, src_path, dst_owner, dst_path):
+        links = [{"path": f"link{n}", "status": "skipped", "detail": "a symbolic link"} for n in range(250)]
+        return [*super().copy_data(src_owner, src_path, dst_owner, dst_path), *links]
+
+
+def test_a_collect_lists_the_first_skipped_files_and_counts_them_all(
+    fake_engine, settings, make_user, teacher
+):
+    use_engine(settings, ManyLinksBackend)
+    room = make_class(make_user, teacher, "Pi", 1)
+    student = room.students.get()
+    ManyLinksBackend.volumes = {teacher.pk, student.pk}
+
+    outcome = tasks.classroom._collect_from(student, room, teacher)
+
+    assert outcome["ok"] and outcome["files"] == 1
+    assert outcome["skipped_count"] == 250
+    assert outcome["skipped"] == [{"path": f"link{n}", "detail": "a symbolic link"} for n in range(100)]
+    assert "250 skipped" in outcome["detail"]

@@ -139,6 +139,7 @@ def test_a_hostile_student_never_breaks_the_collect(engine, make_user):
         "files": 1,
         "detail": "verified by sha256",
         "skipped": [],
+        "skipped_count": 0,
         "failed": [],
     }
     assert report["hostile"]["ok"] and report["hostile"]["files"] == 4

@@ -206,6 +206,10 @@ def collect_classroom(job_id: int, classroom_id: int) -> None:
     jobs.finish(job, JobState.FAILED if nothing else JobState.DONE, message, report)
 
 
+# How many skipped files a collect lists per student (all are counted).
+SKIPPED_LISTED = 100
+
+
 def _collect_from(student, classroom: Classroom, teacher) -> dict:
     """One student's part of a collect: what was copied (checked by sha256), skipped, not copied."""
     target = f"collected/{classroom.folder}/{student.username}"
@@ -217,10 +221,11 @@ def _collect_from(student, classroom: Classroom, teacher) -> dict:
             "files": 0,
             "detail": failure_message(exc, "Collecting"),
             "skipped": [],
+            "skipped_count": 0,
             "failed": [],
         }
     good = file_copies.verified(files)
-    skipped = [{"path": f["path"], "detail": f["detail"]} for f in files if f["status"] == "skipped"]
+    skipped = [f for f in files if f["status"] == "skipped"]
     failed = [f["path"] for f in file_copies.not_copied(files)]
     detail = "verified by sha256"
     if skipped:
@@ -231,7 +236,9 @@ def _collect_from(student, classroom: Classroom, teacher) -> dict:
         "ok": not failed,
         "files": len(good),
         "detail": detail[:1000],
-        "skipped": skipped,
+        # The first SKIPPED_LISTED only: a student's 100k links must not bloat the job's row.
+        "skipped": [{"path": f["path"], "detail": f["detail"]} for f in skipped[:SKIPPED_LISTED]],
+        "skipped_count": len(skipped),
         "failed": failed,
     }
 

@@ -506,3 +506,16 @@ def test_a_collect_lists_the_first_skipped_files_and_counts_them_all(
     assert outcome["skipped_count"] == 250
     assert outcome["skipped"] == [{"path": f"link{n}", "detail": "a symbolic link"} for n in range(100)]
     assert "250 skipped" in outcome["detail"]
+
+
+def test_a_reviewed_image_stays_reviewed_when_its_published_copy_is_deleted(
+    fake_engine, make_user, teacher, admin_user
+):
+    mine = approved(make_saved_image(teacher, "my-desktop", kind="display", title="My desktop"), admin_user)
+    PublishRequest.objects.get(image=mine).published.delete()  # an admin removes the catalog's copy
+    assert PublishRequest.objects.get(image=mine).published is None
+    room = make_class(make_user, teacher, "Rho", 1)
+
+    sent = classrooms.broadcast(room, teacher, "teach/my-desktop:1")
+
+    assert states(sent) == {"rho1": "running"}

@@ -282,9 +282,11 @@ def check_reviewed(images: list[Image]) -> None:
         return
     saved = [image for image in images if image.owner_id is not None]
     approved = set(
-        PublishRequest.objects.filter(
-            image__in=saved, state=ReviewState.APPROVED, published__isnull=False
-        ).values_list("image_id", flat=True)
+        # The review is what counts: an admin may later delete the published copy
+        # (the request's link to it becomes null), which unreviews nothing.
+        PublishRequest.objects.filter(image__in=saved, state=ReviewState.APPROVED).values_list(
+            "image_id", flat=True
+        )
     )
     unreviewed = [image.slug for image in saved if image.pk not in approved]
     if unreviewed:

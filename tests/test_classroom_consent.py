@@ -536,3 +536,19 @@ def test_sessions_stored_by_the_previous_version_are_dropped_not_raised(
     assert teaching.expire_control_sessions() == 0  # the beat: nothing it can read had expired
     assert redis.zcard(f"{teaching.CONTROL_KEY}{ws.pk}") == 1
     assert not redis.exists(f"{teaching.CONTROL_KEY}{other.pk}"), "only unreadable entries were there"
+
+
+def test_an_admin_who_takes_a_student_out_ends_their_queued_seats(
+    client, admin_user, teacher, room, owner, desktop
+):
+    room.students.add(owner)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    Seat.objects.create(broadcast=sent, student=owner)
+    client.force_login(admin_user)
+    response = client.post(
+        f"/django-admin/workspaces/classroom/{room.pk}/change/",
+        {"name": room.name, "join_code": room.join_code, "teachers": [teacher.pk], "internet": "on"},
+    )
+    assert response.status_code == 302
+    seat = Seat.objects.get(broadcast=sent)
+    assert (seat.state, seat.message) == ("stopped", "Taken out of the class")

@@ -63,8 +63,9 @@ def running_seat(room, student, desktop) -> Workspace:
 def _no_sessions_left():
     yield
     client = lifecycle.redis_client()
-    for key in client.scan_iter(match=f"{teaching.CONTROL_KEY}*"):
-        client.delete(key)
+    for prefix in (teaching.CONTROL_KEY, teaching.GRID_KEY):
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
 
 
 # --- invitations ---------------------------------------------------------------------
@@ -552,3 +553,42 @@ def test_an_admin_who_takes_a_student_out_ends_their_queued_seats(
     assert response.status_code == 302
     seat = Seat.objects.get(broadcast=sent)
     assert (seat.state, seat.message) == ("stopped", "Taken out of the class")
+
+
+def test_closing_the_grid_ends_only_what_it_showed(
+    api_client, teacher, room, owner, make_user, desktop, monkeypatch
+):
+    """Not one release (and one announcement) per workspace the class ever had, on every tab switch."""
+    mate = make_user("teammate")
+    room.students.add(owner, mate)
+    shown = running_seat(room, owner, desktop)
+    for _ in range(3):
+        running_seat(room, mate, desktop)  # earlier weeks' workspaces the grid never showed now
+    thumbnails.store(shown.pk, b"\x89PNG picture")
+    api = as_user(api_client, teacher)
+    assert (
+        api.get(f"/api/classrooms/{room.pk}/students/owner/thumbnail.png?session=grid-1").status_code == 200
+    )
+    announced: list[int] = []
+    announce = teaching._announce
+    monkeypatch.setattr(
+        teaching, "_announce", lambda ws, sessions: (announced.append(ws.pk), announce(ws, sessions))
+    )
+    ended: list[int] = []
+    end_session = teaching.end_session
+    monkeypatch.setattr(
+        teaching, "end_session", lambda ws, *a, **k: (ended.append(ws.pk), end_session(ws, *a, **k))
+    )
+
+    assert api.post(f"/api/classrooms/{room.pk}/grid/release/?session=grid-1").status_code == 204
+
+    assert teaching.watched_by(shown) == {}
+    assert ended == [shown.pk] and announced == [shown.pk]
+    # Closed again (a second tab switch): nothing to end, nobody told anything new.
+    assert api.post(f"/api/classrooms/{room.pk}/grid/release/?session=grid-1").status_code == 204
+    assert ended == [shown.pk] and announced == [shown.pk]
+    # A picture the closed page sent late starts nothing.
+    assert (
+        api.get(f"/api/classrooms/{room.pk}/students/owner/thumbnail.png?session=grid-1").status_code == 409
+    )
+    assert teaching.watched_by(shown) == {}

@@ -242,16 +242,57 @@ def end_session(
     check_session(session)
     if session != API_SESSION:
         client.set(_ended_key(workspace, teacher.username, session), "1", ex=2 * CONTROL_TTL)
+    expired = _end_expired(client, workspace.pk)
     mine = [
         one
         for one in _sessions(client, workspace.pk)
         if one.teacher == teacher.username and one.session == session and mode in (None, one.mode)
     ]
-    _remove(client, workspace.pk, mine, reason)
+    removed = _remove(client, workspace.pk, mine, reason)
     # A connection of this session whose set member expired still closes.
     for each in [mode] if mode else MODES:
         display_tokens.revoke_scope(client, _scope(workspace.pk, teacher.username, session, each))
-    _announce(workspace, _sessions(client, workspace.pk))
+    if expired or removed:  # otherwise the student's indicator is already right
+        _announce(workspace, _sessions(client, workspace.pk))
+
+
+# The grid: each page (session) remembers whose screens it showed, so closing
+# it ends those sessions only, not one per workspace the class ever had.
+GRID_KEY = "lattice:grid:"
+
+
+def _grid_key(teacher: User, classroom: Classroom, session: str) -> str:
+    return f"{GRID_KEY}{classroom.pk}:{teacher.username}:{check_session(session)}"
+
+
+def start_grid(teacher: User, workspace: Workspace, session: str, classroom: Classroom) -> None:
+    """Start (or renew) a grid page's session on a student's screen, and remember the screen.
+
+    The screen is remembered before the released mark is looked at, and
+    end_grid marks before it reads: a picture racing the page's release is
+    either refused here or found (and ended) there.
+    """
+    client = lifecycle.redis_client()
+    key = _grid_key(teacher, classroom, session)
+    client.sadd(key, workspace.pk)
+    client.expire(key, 24 * 3600)
+    if session != API_SESSION and client.exists(f"{key}:ended"):
+        raise SessionOver("This page's view of the screen has ended: open the screen again.")
+    start_session(teacher, workspace, GRID, session, classroom)
+
+
+def end_grid(teacher: User, classroom: Classroom, session: str) -> int:
+    """The grid page closed: end its sessions on the screens it showed; how many screens."""
+    client = lifecycle.redis_client()
+    key = _grid_key(teacher, classroom, session)
+    if session != API_SESSION:
+        client.set(f"{key}:ended", "1", ex=2 * CONTROL_TTL)
+    shown = [int(pk) for pk in client.smembers(key)]
+    client.delete(key)
+    workspaces = Workspace.objects.filter(pk__in=shown)
+    for workspace in workspaces:
+        end_session(workspace, teacher, session, GRID)
+    return len(workspaces)
 
 
 def _ended_key(workspace: Workspace, teacher: str, session: str) -> str:

@@ -303,7 +303,10 @@ def _start_session(
     _screen checked membership before; a leave() that ran since found no session
     to end, so this one is ended here (its connections too) rather than outlive it.
     """
-    teaching.start_session(request.user, workspace, mode, session, classroom)
+    if mode == teaching.GRID:
+        teaching.start_grid(request.user, workspace, session, classroom)
+    else:
+        teaching.start_session(request.user, workspace, mode, session, classroom)
     if not classrooms.is_member(classroom, workspace.owner_id):
         teaching.end_session(workspace, request.user, session, mode, reason="the student left the class")
         raise refusals.Missing("No workspace of that student in this classroom.")
@@ -360,9 +363,7 @@ class ReleaseGrid(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, pk: int) -> Response:
         classroom = _taught(request, pk)
-        session = teaching.check_session(_control_session(request))
-        for workspace in classrooms.class_workspaces(classroom).filter(owner__in=classroom.students.all()):
-            teaching.end_session(workspace, request.user, session, teaching.GRID)
+        teaching.end_grid(request.user, classroom, _control_session(request))
         return Response(status=204)
 
 

@@ -6,6 +6,7 @@ real display taking new passwords is tests/engine/test_vnc_rotation.py."""
 from __future__ import annotations
 
 import threading
+import time
 from unittest import mock
 
 import pytest
@@ -96,9 +97,39 @@ def test_a_queued_seat_goes_back_to_the_broker_instead_of_holding_a_thread(
         worker_thread.start()
         worker_thread.join(5)
         assert not worker_thread.is_alive(), "the task waited for a slot in its worker thread"
-    again.assert_called_once_with((seat.pk, tasks.classroom.SLOT_POLL), countdown=tasks.classroom.SLOT_POLL)
+    # Back in SLOT_POLL seconds, with the time it stops waiting (SLOT_WAIT from the first try).
+    ((args, kwargs),) = [(c.args[0], c.kwargs) for c in again.call_args_list]
+    assert args[0] == seat.pk and kwargs == {"countdown": tasks.classroom.SLOT_POLL}
+    assert time.time() + tasks.classroom.SLOT_WAIT - 10 < args[1] <= time.time() + tasks.classroom.SLOT_WAIT
     seat.refresh_from_db()
     assert (seat.state, seat.attempts) == ("queued", 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_seat_keeps_its_deadline_however_often_it_polls(
+    one_slot_taken, teacher, room, owner, desktop
+):
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    seat = Seat.objects.create(broadcast=sent, student=owner)
+    deadline = time.time() + 60
+    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
+        tasks.start_seat(seat.pk, deadline)
+    again.assert_called_once_with((seat.pk, deadline), countdown=tasks.classroom.SLOT_POLL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_eager_mode_a_queued_seat_waits_inline_until_its_deadline(
+    one_slot_taken, teacher, room, owner, desktop, monkeypatch
+):
+    monkeypatch.setattr(tasks.classroom, "_eager", lambda: True)
+    monkeypatch.setattr(tasks.classroom, "SLOT_WAIT", 0.5)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
+    seat = Seat.objects.create(broadcast=sent, student=owner)
+    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
+        tasks.start_seat(seat.pk)
+    again.assert_not_called()  # no nested task per poll
+    seat.refresh_from_db()
+    assert seat.state == "failed" and "kept the engine busy" in seat.message
 
 
 @pytest.mark.django_db(transaction=True)

@@ -50,9 +50,13 @@ def _fail_seat(seat_id: int, message: str) -> None:
 
 # How long a seat may wait, in all, for a start slot while other starts hold
 # them all; it waits in the broker (re-queued every SLOT_POLL seconds), never
-# in a worker thread.
+# in a worker thread. The wait is a deadline (a time), not a count of polls:
+# a broker that delivers late must not stretch it.
 SLOT_WAIT = 1800
-SLOT_POLL = 1.0
+SLOT_POLL = 5.0
+# Eager mode (CELERY_TASK_ALWAYS_EAGER, tests and development) has no broker to
+# wait in: the seat waits inline, checking this often.
+EAGER_POLL = 0.1
 
 
 @shared_task
@@ -89,20 +93,32 @@ def _finish_if_over(broadcast_id: int) -> None:
 
 
 @shared_task
-def start_seat(seat_id: int, waited: float = 0.0) -> None:
-    """One student's part, from a broadcast or a retry: a start slot, the starter files, the workspace."""
-    seat = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).values("broadcast_id").first()
-    if seat is None:
-        return  # cancelled by "stop all", or started already
+def start_seat(seat_id: int, deadline: float | None = None) -> None:
+    """One student's part, from a broadcast or a retry: a start slot, the starter files, the workspace.
+
+    ``deadline`` (a Unix time) is when the seat stops waiting for a slot; the
+    first call sets it SLOT_WAIT from now.
+    """
+    if deadline is None or deadline < SLOT_WAIT * 1000:
+        # None, or a message of the previous version, which counted seconds waited.
+        deadline = time.time() + SLOT_WAIT - (deadline or 0.0)
     slots = classrooms.StartSlots()
     slot = classrooms.seat_slot(seat_id)
-    if not slots.try_acquire(slot):
-        if waited >= SLOT_WAIT:
+    while True:
+        seat = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).values("broadcast_id").first()
+        if seat is None:
+            return  # cancelled by "stop all", or started already
+        if slots.try_acquire(slot):
+            break
+        if time.time() >= deadline:
             _fail_seat(seat_id, "Other classes' starts kept the engine busy; retry in a moment.")
             _finish_if_over(seat["broadcast_id"])
-        else:
-            _queue_again(seat_id, waited + SLOT_POLL)
-        return
+            return
+        if not _eager():
+            # Back to the broker: the worker thread is free meanwhile.
+            start_seat.apply_async((seat_id, deadline), countdown=SLOT_POLL)
+            return
+        time.sleep(EAGER_POLL)  # inline, not a nested task per poll
     try:
         _start_seat(seat_id, lambda: slots.refresh(slot))
     except Exception as exc:
@@ -115,15 +131,6 @@ def start_seat(seat_id: int, waited: float = 0.0) -> None:
 
 def _eager() -> bool:
     return bool(start_seat.app.conf.task_always_eager)
-
-
-def _queue_again(seat_id: int, waited: float) -> None:
-    """Back to the broker for SLOT_POLL seconds: the worker thread is free meanwhile."""
-    if _eager():
-        # Eager mode (CELERY_TASK_ALWAYS_EAGER) runs the task inline at once,
-        # whatever the countdown: wait it here, or the inline retries spin.
-        time.sleep(SLOT_POLL)
-    start_seat.apply_async((seat_id, waited), countdown=SLOT_POLL)
 
 
 def _start_seat(seat_id: int, still_working) -> None:

@@ -69,7 +69,10 @@ def test_the_student_sees_a_large_view_while_it_lasts(page, teacher_page, live_s
     watching.wait_for(state="detached", timeout=15000)
     assert teaching.watched_by(ws) == {}
     events = list(AuditEvent.objects.filter(mode="view").order_by("pk").values_list("action", "detail"))
-    assert [action for action, _ in events] == ["screen.session.start", "screen.session.end"], events
+    actions = [action for action, _ in events]
+    # The viewer may reconnect with a fresh token (this display never answers),
+    # so the view can be more than one session: each one started and ended.
+    assert actions and actions == ["screen.session.start", "screen.session.end"] * (len(actions) // 2), events
 
 
 def test_the_student_sees_the_class_grid_while_it_is_open(page, teacher_page, live_server_url, lesson):

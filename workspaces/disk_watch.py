@@ -9,6 +9,11 @@ of whose containers passed its catalog entry's disk_limit, with a message the
 user reads on the dashboard. Stopping keeps the container and its files: the
 user starts it again and deletes what they do not need.
 
+The display's socket folder is a host folder the student can write in, outside
+every layer (there is no tmpfs per workspace without root mounting it): the
+same pass measures it, and more than SOCKET_FOLDER_LIMIT there stops the
+workspace too. /tmp/.X11-unix is a size-capped tmpfs (engine/docker_backend.py).
+
 /data has no quota here; it gets one with the cloud-backed data volumes.
 """
 
@@ -36,6 +41,10 @@ UNMEASURED = "lattice:disk-unmeasured:"
 UNMEASURED_PASSES = 2
 DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
 
+
+# The display's socket folder (a host folder, outside every layer) holds one
+# socket; what a student puts there beside it must stay small.
+SOCKET_FOLDER_LIMIT = 16 * 1024**2
 
 # Below this a desktop cannot even start (its X and session files).
 MIN_LIMIT = 10 * 1024**2
@@ -84,6 +93,14 @@ def unmeasured_message(image: Image) -> str:
     )[:300]
 
 
+def socket_folder_message(written: int) -> str:
+    return (
+        f"Stopped: {readable(written)} were written into the display's socket folder "
+        f"(/run/lattice-vnc), over its {readable(SOCKET_FOLDER_LIMIT)} limit. "
+        "Only the display's own socket belongs there: start the workspace and delete the rest."
+    )[:300]
+
+
 def _unmeasured_again(workspace: Workspace, container: str) -> bool:
     """Count one more pass in a row without a measure; True once it is UNMEASURED_PASSES."""
     key = f"{UNMEASURED}{workspace.engine_id}:{container}"
@@ -97,6 +114,8 @@ def _unmeasured_again(workspace: Workspace, container: str) -> bool:
 
 def _verdict(workspace: Workspace, image: Image, measured: ContainerDisk) -> str | None:
     """Why this container's workspace must stop, or None."""
+    if measured.socket_folder is not None and measured.socket_folder > SOCKET_FOLDER_LIMIT:
+        return socket_folder_message(measured.socket_folder)
     limit = limit_of(image)
     # A measure cut short at its bound is a lower bound: over the limit is
     # over it; under it says nothing, so it counts as unmeasured.

@@ -41,6 +41,9 @@ class ContainerDisk:
     written: int | None  # bytes; None when the engine could not measure it
     # False: the measure stopped at its bound, so written is only a lower bound.
     complete: bool = True
+    # The display's socket folder (a host folder the student can write in,
+    # outside the layer): bytes in it; None for other containers.
+    socket_folder: int | None = None
 
 
 def no_progress(percent: int, message: str) -> None:

@@ -60,6 +60,8 @@ WALK_ENTRIES = 1_000_000
 # Directories open at once (two descriptors each): deeper nesting is left
 # uncounted and makes the measure incomplete.
 WALK_DEPTH = 128
+# The display's socket folder should hold one socket: its walk is short.
+SOCKET_FOLDER_SECONDS = 1.0
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -194,9 +196,10 @@ class DockerUsageOps:
 
     api: docker.APIClient
     _filters: Any
+    _socket_dir: Any
 
     def container_disk_usage(self) -> list[ContainerDisk]:
-        from .docker_backend import LABEL_CONTAINER, LABEL_WORKSPACE
+        from .docker_backend import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE
 
         measured = []
         for row in self._running_rows():
@@ -207,10 +210,26 @@ class DockerUsageOps:
                 written, complete = self._measure(row["Id"])
             except _Gone:
                 continue
-            measured.append(
-                ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], written, complete)
-            )
+            ws = labels[LABEL_WORKSPACE]
+            sockets = self._socket_folder_bytes(ws) if labels.get(LABEL_ROLE) == "display" else None
+            measured.append(ContainerDisk(ws, labels[LABEL_CONTAINER], written, complete, sockets))
         return measured
+
+    def _socket_folder_bytes(self, workspace_id: str) -> int | None:
+        """Bytes in the display's socket folder, or None when it cannot be read.
+
+        The folder is on the host (bind-mounted into the display) and the
+        student can write in it, outside the layer walked above. It should
+        hold one socket: a short walk is enough, and an incomplete one still
+        counts what it saw, a lower bound the watch compares with its small limit.
+        """
+        try:
+            return allocated_bytes(self._socket_dir(workspace_id), seconds=SOCKET_FOLDER_SECONDS).allocated
+        except OSError as exc:
+            logger.warning(
+                "disk watch: display socket folder of workspace %s not measured: %s", workspace_id, exc
+            )
+            return None
 
     def _running_rows(self) -> list[dict]:
         from .docker_backend import _translated

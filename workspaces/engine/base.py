@@ -8,7 +8,7 @@ database live above it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -44,6 +44,14 @@ class ContainerDisk:
     # The display's socket folder (a host folder the student can write in,
     # outside the layer): bytes in it; None for other containers.
     socket_folder: int | None = None
+    # False: the pass's deadline came first, nothing was measured (see
+    # container_disk_usage); the next pass measures it first.
+    reached: bool = True
+
+    @property
+    def key(self) -> str:
+        """Who this is, across passes: "<workspace id>:<container>"."""
+        return f"{self.workspace_id}:{self.container}"
 
 
 def no_progress(percent: int, message: str) -> None:
@@ -154,7 +162,12 @@ class Backend(ABC):
     # Disk use: DockerUsageOps (docker_usage.py) for docker.
 
     @abstractmethod
-    def container_disk_usage(self) -> list[ContainerDisk]:
+    def container_disk_usage(
+        self, seconds: float | None = None, first: Collection[str] = ()
+    ) -> list[ContainerDisk]:
         """Bytes each running container under this prefix wrote to its own filesystem.
 
-        Slow (the engine measures every container): call it rarely."""
+        Slow (the engine measures every container): call it rarely. With
+        ``seconds``, no measure starts that could end after them: the
+        containers left are returned with reached False. Those whose key
+        is in ``first`` are measured before the others."""

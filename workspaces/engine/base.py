@@ -159,6 +159,14 @@ class Backend(ABC):
     def export_legacy_data(self, name: str, out: BinaryIO) -> None:
         """Write a tar of one such volume to ``out``."""
 
+    def ensure_egress(self) -> bool:
+        """Put back the apps' egress rules if they went away; True when it had to.
+
+        EngineError when they cannot be put back. Nothing to do for an engine
+        whose site firewall keeps the workspaces off the host and private networks.
+        """
+        return False
+
     # Disk use: DockerUsageOps (docker_usage.py) for docker.
 
     @abstractmethod

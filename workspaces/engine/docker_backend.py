@@ -637,6 +637,9 @@ class DockerBackend(
         if created.socket_dir:
             self._remove_socket_dir(ws)
 
+    def ensure_egress(self) -> bool:
+        return self.egress is not None and self.egress.ensure()
+
     # -- stop / remove ----------------------------------------------------
 
     def stop(self, workspace_id: str) -> None:

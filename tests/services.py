@@ -9,6 +9,7 @@ Redis of a running ``make run``.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import socket
@@ -78,6 +79,14 @@ def _start_redis() -> str:
         )
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lattice-test-redis-")
+    # As under `make run` (scripts/redis): the default user has the password in
+    # var/redis-password, only its hash written down, none in the process list.
+    password_file = ROOT / "var" / "redis-password"
+    if not password_file.exists():
+        raise RuntimeError("var/redis-password is missing: run scripts/setup test")
+    password = password_file.read_text().strip()
+    acl = Path(workdir) / "users.acl"
+    acl.write_text(f"user default on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all\n")
     proc = subprocess.Popen(
         [
             server,
@@ -91,12 +100,14 @@ def _start_redis() -> str:
             "no",
             "--dir",
             workdir,
+            "--aclfile",
+            str(acl),
         ],
         stdout=subprocess.DEVNULL,
     )
     atexit.register(lambda: (proc.terminate(), proc.wait(5), shutil.rmtree(workdir, ignore_errors=True)))
     wait_for_port(port)
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://:{password}@127.0.0.1:{port}/0"
 
 
 os.environ["REDIS_URL"] = os.environ.get("LATTICE_TEST_REDIS_URL") or _start_redis()

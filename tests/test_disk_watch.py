@@ -29,8 +29,10 @@ class MeasuredEngine(DockerBackend):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.stopped: list[str] = []
+        self.asked: list[tuple[float | None, set[str]]] = []
 
-    def container_disk_usage(self) -> list[ContainerDisk]:
+    def container_disk_usage(self, seconds: float | None = None, first=()) -> list[ContainerDisk]:
+        self.asked.append((seconds, set(first)))
         return list(self.written)
 
     def stop(self, workspace_id: str) -> None:
@@ -149,6 +151,28 @@ def test_a_container_the_engine_cannot_measure_twice_in_a_row_is_stopped(engine,
     ws.refresh_from_db()
     assert ws.state == "stopped"
     assert ws.message.startswith("Stopped: the IDE container's files outside /data could not be measured")
+
+
+def test_a_pass_has_a_deadline_and_the_containers_it_did_not_reach_come_first_next_time(
+    engine, owner, images, watch
+):
+    ws = running_workspace(owner, images)
+    lifecycle.redis_client().delete(disk_watch.NOT_REACHED)
+    # The pass's deadline came before the IDE's measure: not judged (not even
+    # as unmeasured, however many passes in a row), and measured first next pass.
+    MeasuredEngine.written = [
+        ContainerDisk(ws.engine_id, "display", 1 * MB),
+        ContainerDisk(ws.engine_id, "ide", None, complete=False, reached=False),
+    ]
+    for _ in range(disk_watch.UNMEASURED_PASSES + 1):
+        assert watch() == []
+    assert engine.stopped == []
+    assert engine.asked[0] == (disk_watch.PASS_SECONDS, set())
+    assert engine.asked[1] == (disk_watch.PASS_SECONDS, {f"{ws.engine_id}:ide"})
+    # Reached and over its limit: stopped as ever; nothing is left for the next pass.
+    MeasuredEngine.written = [ContainerDisk(ws.engine_id, "ide", 42 * MB)]
+    assert watch() == [ws.pk]
+    assert not lifecycle.redis_client().exists(disk_watch.NOT_REACHED)
 
 
 def test_a_measure_cut_short_stops_only_once_it_is_already_over_the_limit(engine, owner, images, watch):

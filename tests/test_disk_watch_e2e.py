@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.e2e import running, sh, wait_for_state
+from tests.e2e import running, sh, wait_for_state, wait_for_window
 from tests.services import ARTIFACTS
 from workspaces import tasks
 from workspaces.engine_access import backend
@@ -58,3 +58,26 @@ def test_a_container_that_writes_past_its_limit_is_stopped_and_data_is_kept(engi
     assert wait_for_state(ws_id, {"running", "failed"}).state == "running"
     assert sh(engine, ws_id, "display", "sha256sum /data/essay.txt") == kept
     assert sh(engine, ws_id, "display", 'stat -c %s "$HOME/big.bin"').strip() == "41943040"
+
+
+def test_the_x_socket_volume_is_a_small_tmpfs_and_the_socket_folder_is_watched(engine, student):
+    ws_id = running(student, apps=("ide",))
+    # /tmp/.X11-unix is shared with the apps and writable by uid 1000: a 4 MiB tmpfs, not the host's disk.
+    out = sh(
+        engine,
+        ws_id,
+        "display",
+        "head -c 20971520 /dev/zero 2>&1 >/tmp/.X11-unix/fill; echo rc=$?; rm -f /tmp/.X11-unix/fill",
+    )
+    assert "No space left on device" in out and "rc=1" in out, out
+    # The X socket and its Xauthority are there, and an app reaches the display through them.
+    assert sh(engine, ws_id, "display", "test -S /tmp/.X11-unix/X0 && echo yes").strip() == "yes"
+    wait_for_window(engine, ws_id, "Geany")  # the IDE, an X client in another container
+
+    # The display's socket folder is a host folder, outside the layer: the watch measures it too.
+    assert tasks.watch_disks() == []
+    sh(engine, ws_id, "display", "head -c 20971520 /dev/urandom > /run/lattice-vnc/fill")
+    assert tasks.watch_disks() == [ws_id]
+    ws = wait_for_state(ws_id, {"stopped", "failed"}, timeout=60)
+    assert ws.state == "stopped"
+    assert ws.message.startswith("Stopped: 20 MB were written into the display's socket folder"), ws.message

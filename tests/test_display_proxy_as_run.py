@@ -61,7 +61,7 @@ def display_redis_url():
         pytest.fail("var/redis-display-password is missing: run scripts/setup")
     port = urlsplit(os.environ["REDIS_URL"]).port
     script = Process("redis-acl", [str(ROOT / "scripts" / "redis")], dict(os.environ, REDIS_PORT=str(port)))
-    admin = redis.Redis(port=port)
+    admin = redis.Redis.from_url(os.environ["REDIS_URL"])
     deadline = time.monotonic() + 10
     while not admin.acl_getuser(USER):
         assert time.monotonic() < deadline, (ROOT / "test-artifacts").exists() and script.log_path.read_text()
@@ -89,6 +89,58 @@ def proxy_as_run(display_redis_url):
     wait_for_port(port)
     yield proxy, f"ws://127.0.0.1:{port}/"
     proxy.stop()
+
+
+def var_password(name: str) -> str:
+    return (ROOT / "var" / name).read_text().strip()
+
+
+@pytest.mark.parametrize("found", ["none", "one without a password"])
+def test_under_make_run_redis_refuses_the_default_user_without_its_password(found):
+    """scripts/redis, starting its own Redis or reusing one whose default user has no password."""
+    port = free_port()
+    started = []
+    if found != "none":
+        plain = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        started.append(Process("redis-plain", plain, dict(os.environ)))
+        wait_for_port(port)
+    script = Process(
+        "redis-as-run", [str(ROOT / "scripts" / "redis")], dict(os.environ, REDIS_PORT=str(port))
+    )
+    started.append(script)
+    try:
+        wait_for_port(port)
+        display = redis.Redis(port=port, username=USER, password=var_password("redis-display-password"))
+        deadline = time.monotonic() + 10
+        while True:  # until scripts/redis has set the users up
+            try:
+                display.get(display_tokens.PREFIX + "x")
+                break
+            except redis.exceptions.NoPermissionError:
+                break  # logged in: the user exists
+            except (redis.exceptions.AuthenticationError, redis.exceptions.ConnectionError):
+                assert time.monotonic() < deadline, script.log_path.read_text()
+                time.sleep(0.1)
+        # The default user: with its password only. The display proxy's
+        # password and none at all are refused, so the proxy cannot be the admin.
+        assert redis.Redis(port=port, password=var_password("redis-password")).ping()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).config_set("dir", "/tmp")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, password=var_password("redis-display-password")).ping()
+    finally:
+        for process in reversed(started):
+            process.stop()
 
 
 def test_the_proxys_redis_user_reaches_display_tokens_only(display_redis_url):

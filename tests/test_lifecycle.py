@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -252,3 +253,38 @@ def test_reconcile_removes_what_the_engine_has_and_the_database_does_not(owner, 
     assert tasks.reconcile()["orphans"] == 1
     assert ("remove", "orphan1") in engine.calls
     assert ("remove", ws.engine_id) not in engine.calls
+
+
+# A pool of this test's own: its rules are the test's, installed and removed here; the site's are never touched.
+EGRESS_POOL = "172.31.208.0/20"
+
+
+class EgressEngine(ScriptedEngine):
+    """The scripted engine with the real egress firewall (real iptables) on the test's pool."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(network_pool=EGRESS_POOL, **kwargs)
+
+
+def test_reconcile_puts_back_egress_rules_that_went_while_apps_run(owner, desktop, settings):
+    engine = use_engine(settings, EgressEngine)
+    firewall = engine.egress
+    ide = Image.objects.create(slug="ide", reference="lattice/ide:latest", kind="app", title="IDE")
+    try:
+        firewall.ensure()
+        ws = make(owner, desktop, "running")
+        ws.apps.add(ide)
+        engine.workspaces[ws.engine_id] = "running"
+        unchanged = tasks.reconcile()
+        # A firewall reload (or a hand) takes a jump into our chain away while the IDE runs.
+        jump = firewall.expected().jumps[0]
+        deleted = subprocess.run(
+            [firewall.binary(), "-w", *jump.replace("-A ", "-D ", 1).split()], capture_output=True, text=True
+        )
+        assert deleted.returncode == 0, deleted.stderr
+        assert firewall.missing() == [jump]
+        fixed = tasks.reconcile()
+        assert firewall.missing() == []
+        assert (unchanged["egress"], fixed["egress"]) == (0, 1)  # nothing changed: nothing done
+    finally:
+        firewall.remove()

@@ -122,6 +122,31 @@ def test_a_websocket_frame_announcing_a_terabyte_is_closed_at_its_header(engine,
         assert closed_within(ws, 5) == 1009
 
 
+def masked_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A client's websocket frame (an all-zero mask leaves the payload as it is)."""
+    header = bytes([(0x80 if fin else 0) | opcode, 0x80 | 127]) + struct.pack(">Q", len(payload))
+    return header + bytes(4) + payload
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.docker
+def test_a_fragmented_message_over_the_limit_is_closed_though_each_frame_is_under_it(
+    engine, small_proxy, student
+):
+    ws_id = running(student, apps=())
+    g = grant(student, ws_id, small_proxy)
+    fragment = b"x" * 60_000
+    limit = CLIPBOARD + MESSAGE_SLACK
+    with connect(g["url"], origin=TEST_ORIGIN, subprotocols=["binary"], close_timeout=1) as ws:
+        assert ws.recv(timeout=10).startswith(b"RFB ")
+        # A binary frame that is not final, then continuation frames, none final:
+        # each is far under the limit, together they pass it; the proxy must not hold them all.
+        ws.socket.sendall(masked_frame(0x2, fragment, fin=False))
+        for _ in range(limit // len(fragment)):  # the last one takes the message past the limit
+            ws.socket.sendall(masked_frame(0x0, fragment, fin=False))
+        assert closed_within(ws, 5) == 1009
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.docker
 def test_view_only_clipboard_text_over_the_limit_ends_the_connection(engine, small_proxy, student):

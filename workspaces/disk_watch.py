@@ -9,6 +9,11 @@ of whose containers passed its catalog entry's disk_limit, with a message the
 user reads on the dashboard. Stopping keeps the container and its files: the
 user starts it again and deletes what they do not need.
 
+The display's socket folder is a host folder the student can write in, outside
+every layer (there is no tmpfs per workspace without root mounting it): the
+same pass measures it, and more than SOCKET_FOLDER_LIMIT there stops the
+workspace too. /tmp/.X11-unix is a size-capped tmpfs (engine/docker_backend.py).
+
 /data has no quota here; it gets one with the cloud-backed data volumes.
 """
 
@@ -34,8 +39,18 @@ LOCK = "lattice:disk-watch"
 # measure fail is never a way around the limit.
 UNMEASURED = "lattice:disk-unmeasured:"
 UNMEASURED_PASSES = 2
+# A pass runs on the default queue, beside launches: it starts no measure that
+# could end after this many seconds (a student can make each container's walk
+# take its whole bound). The containers it did not reach are kept here and
+# measured first by the next pass.
+PASS_SECONDS = 60.0
+NOT_REACHED = "lattice:disk-not-reached"
 DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
 
+
+# The display's socket folder (a host folder, outside every layer) holds one
+# socket; what a student puts there beside it must stay small.
+SOCKET_FOLDER_LIMIT = 16 * 1024**2
 
 # Below this a desktop cannot even start (its X and session files).
 MIN_LIMIT = 10 * 1024**2
@@ -84,6 +99,14 @@ def unmeasured_message(image: Image) -> str:
     )[:300]
 
 
+def socket_folder_message(written: int) -> str:
+    return (
+        f"Stopped: {readable(written)} were written into the display's socket folder "
+        f"(/run/lattice-vnc), over its {readable(SOCKET_FOLDER_LIMIT)} limit. "
+        "Only the display's own socket belongs there: start the workspace and delete the rest."
+    )[:300]
+
+
 def _unmeasured_again(workspace: Workspace, container: str) -> bool:
     """Count one more pass in a row without a measure; True once it is UNMEASURED_PASSES."""
     key = f"{UNMEASURED}{workspace.engine_id}:{container}"
@@ -97,6 +120,8 @@ def _unmeasured_again(workspace: Workspace, container: str) -> bool:
 
 def _verdict(workspace: Workspace, image: Image, measured: ContainerDisk) -> str | None:
     """Why this container's workspace must stop, or None."""
+    if measured.socket_folder is not None and measured.socket_folder > SOCKET_FOLDER_LIMIT:
+        return socket_folder_message(measured.socket_folder)
     limit = limit_of(image)
     # A measure cut short at its bound is a lower bound: over the limit is
     # over it; under it says nothing, so it counts as unmeasured.
@@ -130,6 +155,21 @@ def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
     return found
 
 
+def _measure_all() -> list[ContainerDisk]:
+    """This pass's measures, within PASS_SECONDS, last pass's unreached containers first."""
+    client = lifecycle.redis_client()
+    first = {key.decode() for key in client.smembers(NOT_REACHED)}
+    usage = backend().container_disk_usage(seconds=PASS_SECONDS, first=first)
+    not_reached = [measured.key for measured in usage if not measured.reached]
+    with client.pipeline() as pipe:
+        pipe.delete(NOT_REACHED)
+        if not_reached:
+            pipe.sadd(NOT_REACHED, *not_reached)
+            pipe.expire(NOT_REACHED, int(3 * settings.LATTICE_DISK_WATCH_INTERVAL) + 600)
+        pipe.execute()
+    return [measured for measured in usage if measured.reached]
+
+
 def watch() -> list[int]:
     """One pass: measure, stop what is over its limit; the ids of the workspaces stopped.
 
@@ -142,7 +182,7 @@ def watch() -> list[int]:
         return []
     try:
         stopped = []
-        for workspace, message in over_limit(backend().container_disk_usage()).items():
+        for workspace, message in over_limit(_measure_all()).items():
             try:
                 lifecycle.stop(workspace, reason=message)
             except lifecycle.WrongState:

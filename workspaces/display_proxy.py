@@ -56,6 +56,7 @@ from .rfb_filter import DEFAULT_MAX_CLIPBOARD, Refused, ViewOnlyInput
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s'\"]+")
 REVOCATION_CHECK = 0.5  # seconds between two looks at the revocation marks
 CONNECT_TIMEOUT = 5.0  # seconds for the display's socket to take the connection
+CONTINUATION, BINARY = 0x0, 0x2  # websocket opcodes
 RECV_SIZE = 1 << 18  # bytes read from a browser at once
 # Room on top of the clipboard for a websocket message: every other RFB message is smaller.
 MESSAGE_SLACK = 1 << 18
@@ -112,15 +113,26 @@ class BoundedWebSocket(websockifyserver.CompatibleWebSocket):
 
     def _decode_hybi(self, buf):
         announced = _announced_length(buf)
-        if announced is not None and announced > self.max_message:
+        if announced is None:
+            return super()._decode_hybi(buf)
+        if announced > self.max_message:
             raise MessageTooBig(f"a websocket frame of {announced} bytes (at most {self.max_message})")
+        # Each frame is checked here, at its header: a continuation frame adds
+        # to the message it continues. websockify joins them only later, in
+        # _recvmsg, which hands back whole messages, so the check must be here.
+        if buf[0] & 0x0F == CONTINUATION and self._fragmented_length() + announced > self.max_message:
+            raise MessageTooBig(f"a fragmented websocket message over {self.max_message} bytes")
         return super()._decode_hybi(buf)
 
-    def _recvmsg(self):
-        message = super()._recvmsg()
-        if len(self._partial_msg) > self.max_message:
-            raise MessageTooBig(f"a fragmented websocket message over {self.max_message} bytes")
-        return message
+    def _fragmented_length(self) -> int:
+        """The bytes of the unfinished fragmented message: joined so far, and in frames decoded but not yet joined."""
+        length = len(self._partial_msg)
+        for frame in self._recv_queue:
+            if frame["opcode"] == CONTINUATION:
+                length = 0 if frame["fin"] else length + len(frame["payload"])
+            elif frame["opcode"] == BINARY:
+                length = 0 if frame["fin"] else len(frame["payload"])
+        return length
 
 
 def _announced_length(buf: bytes) -> int | None:

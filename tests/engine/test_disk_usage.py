@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from workspaces.engine import names
-from workspaces.engine.docker_backend import DockerBackend
+from workspaces.engine.docker_backend import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE, DockerBackend
 from workspaces.engine.docker_usage import allocated_bytes
 
 from .conftest import PREFIX, SOCKET_ROOT, inspect
@@ -168,3 +169,41 @@ def test_without_a_readable_upper_directory_the_engine_measures(backend, desktop
     assert complete and written >= 1024**3
     # The desktop writes a few small files of its own meanwhile.
     assert abs(written - backend._engine_written(container_id(desktop.workspace_id))) < 64 * 1024
+
+
+class SlowMeasures(DockerBackend):
+    """The real backend over scripted containers, each of whose measures takes its whole bound."""
+
+    walk_seconds = 0.5
+    socket_folder_seconds = 0.0
+
+    def __init__(self, containers: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows = [
+            {"Id": name, "Labels": {LABEL_WORKSPACE: name, LABEL_CONTAINER: "ide", LABEL_ROLE: "app"}}
+            for name in containers
+        ]
+        self.measured: list[str] = []
+
+    def _running_rows(self) -> list[dict]:
+        return self.rows
+
+    def _measure(self, container_id: str) -> tuple[int | None, bool]:
+        self.measured.append(container_id)
+        time.sleep(self.walk_seconds)  # a student's many files make it last its bound
+        return 1, True
+
+
+def test_a_pass_starts_no_measure_past_its_deadline_and_the_next_begins_with_those_left():
+    engine = SlowMeasures(["a", "b", "c", "d", "e"], prefix=PREFIX, socket_root=str(SOCKET_ROOT))
+    started = time.monotonic()
+    usage = engine.container_disk_usage(seconds=1.7)
+    assert time.monotonic() - started < 1.7
+    assert engine.measured == ["a", "b", "c"]
+    left = [m.key for m in usage if not m.reached]
+    assert left == ["d:ide", "e:ide"]
+    assert all(m.written is None for m in usage if not m.reached)
+
+    engine.measured.clear()
+    engine.container_disk_usage(seconds=1.7, first=set(left))
+    assert engine.measured == ["d", "e", "a"]

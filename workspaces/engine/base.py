@@ -8,7 +8,7 @@ database live above it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -41,6 +41,17 @@ class ContainerDisk:
     written: int | None  # bytes; None when the engine could not measure it
     # False: the measure stopped at its bound, so written is only a lower bound.
     complete: bool = True
+    # The display's socket folder (a host folder the student can write in,
+    # outside the layer): bytes in it; None for other containers.
+    socket_folder: int | None = None
+    # False: the pass's deadline came first, nothing was measured (see
+    # container_disk_usage); the next pass measures it first.
+    reached: bool = True
+
+    @property
+    def key(self) -> str:
+        """Who this is, across passes: "<workspace id>:<container>"."""
+        return f"{self.workspace_id}:{self.container}"
 
 
 def no_progress(percent: int, message: str) -> None:
@@ -148,10 +159,23 @@ class Backend(ABC):
     def export_legacy_data(self, name: str, out: BinaryIO) -> None:
         """Write a tar of one such volume to ``out``."""
 
+    def ensure_egress(self) -> bool:
+        """Put back the apps' egress rules if they went away; True when it had to.
+
+        EngineError when they cannot be put back. Nothing to do for an engine
+        whose site firewall keeps the workspaces off the host and private networks.
+        """
+        return False
+
     # Disk use: DockerUsageOps (docker_usage.py) for docker.
 
     @abstractmethod
-    def container_disk_usage(self) -> list[ContainerDisk]:
+    def container_disk_usage(
+        self, seconds: float | None = None, first: Collection[str] = ()
+    ) -> list[ContainerDisk]:
         """Bytes each running container under this prefix wrote to its own filesystem.
 
-        Slow (the engine measures every container): call it rarely."""
+        Slow (the engine measures every container): call it rarely. With
+        ``seconds``, no measure starts that could end after them: the
+        containers left are returned with reached False. Those whose key
+        is in ``first`` are measured before the others."""

@@ -66,6 +66,15 @@ X11_DIR = "/tmp/.X11-unix"  # noqa: S108  (a mount point inside the container, X
 DATA_DIR = "/data"
 # Inside the display: where its folder of the socket root is mounted.
 VNC_SOCKET_DIR = "/run/lattice-vnc"
+# The X socket's volume is a small tmpfs: it holds one socket (and its lock is
+# in /tmp), yet every container of the workspace, as uid 1000, may write in it,
+# and a plain local volume would be the host's disk without any limit.
+# Sticky and world-writable as X11 wants /tmp/.X11-unix.
+X11_VOLUME_OPTIONS = {
+    "type": "tmpfs",
+    "device": "tmpfs",
+    "o": f"size=4m,uid={USER_ID},gid={USER_ID},mode=1777",
+}
 VNC_SOCKET = "vnc.sock"
 # A unix socket path holds at most 107 bytes (sun_path).
 _MAX_SOCKET_PATH = 107
@@ -275,7 +284,9 @@ class DockerBackend(
         report(5, "Preparing volumes")
         x11_created, _, dir_created = results = self._parallel(
             [
-                lambda: self._ensure_volume(names.x11_volume(self.prefix, ws), self._labels(spec, "x11")),
+                lambda: self._ensure_volume(
+                    names.x11_volume(self.prefix, ws), self._labels(spec, "x11"), X11_VOLUME_OPTIONS
+                ),
                 lambda: self._ensure_volume(
                     names.data_volume(self.prefix, spec.owner_id),
                     # Shared by all of the owner's workspaces: no workspace label,
@@ -464,7 +475,9 @@ class DockerBackend(
     def data_volume_labels(self, owner_id: int) -> dict[str, str]:
         return {LABEL_PREFIX: self.prefix, LABEL_OWNER_ID: str(owner_id), LABEL_ROLE: "data"}
 
-    def _ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
+    def _ensure_volume(
+        self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None
+    ) -> bool:
         try:
             self.api.inspect_volume(name)
             return False
@@ -472,7 +485,7 @@ class DockerBackend(
             pass
         # Creating an existing local volume is not an error, so a race with
         # another start is harmless.
-        self.api.create_volume(name, driver="local", labels=labels)
+        self.api.create_volume(name, driver="local", labels=labels, driver_opts=driver_opts)
         return True
 
     def _env(self, spec: WorkspaceSpec, c: ContainerSpec) -> dict[str, str]:
@@ -623,6 +636,9 @@ class DockerBackend(
             logger.warning("cleanup of workspace %s: %s", ws, exc)
         if created.socket_dir:
             self._remove_socket_dir(ws)
+
+    def ensure_egress(self) -> bool:
+        return self.egress is not None and self.egress.ensure()
 
     # -- stop / remove ----------------------------------------------------
 

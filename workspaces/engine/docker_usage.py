@@ -40,6 +40,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ WALK_ENTRIES = 1_000_000
 # Directories open at once (two descriptors each): deeper nesting is left
 # uncounted and makes the measure incomplete.
 WALK_DEPTH = 128
+# The display's socket folder should hold one socket: its walk is short.
+SOCKET_FOLDER_SECONDS = 1.0
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -194,23 +197,60 @@ class DockerUsageOps:
 
     api: docker.APIClient
     _filters: Any
+    _socket_dir: Any
 
-    def container_disk_usage(self) -> list[ContainerDisk]:
-        from .docker_backend import LABEL_CONTAINER, LABEL_WORKSPACE
+    # The longest one container's measure takes: its walk, then the socket folder's.
+    walk_seconds = WALK_SECONDS
+    socket_folder_seconds = SOCKET_FOLDER_SECONDS
 
-        measured = []
+    def container_disk_usage(
+        self, seconds: float | None = None, first: Collection[str] = ()
+    ) -> list[ContainerDisk]:
+        from .docker_backend import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE
+
+        deadline = None if seconds is None else time.monotonic() + seconds
+        rows = []
         for row in self._running_rows():
             labels = row.get("Labels") or {}
-            if LABEL_WORKSPACE not in labels or LABEL_CONTAINER not in labels:
+            if LABEL_WORKSPACE in labels and LABEL_CONTAINER in labels:
+                key = ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], None).key
+                rows.append((key not in first, row["Id"], labels))
+        rows.sort(key=lambda item: item[0])  # stable: the others keep the engine's order
+        measured = []
+        for _, container_id, labels in rows:
+            ws, name = labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER]
+            # A measure is started only if it ends by the deadline, whatever the student did.
+            if deadline is not None and deadline - time.monotonic() < self._longest_measure():
+                measured.append(ContainerDisk(ws, name, None, complete=False, reached=False))
                 continue
             try:
-                written, complete = self._measure(row["Id"])
+                written, complete = self._measure(container_id)
             except _Gone:
                 continue
-            measured.append(
-                ContainerDisk(labels[LABEL_WORKSPACE], labels[LABEL_CONTAINER], written, complete)
-            )
+            sockets = self._socket_folder_bytes(ws) if labels.get(LABEL_ROLE) == "display" else None
+            measured.append(ContainerDisk(ws, name, written, complete, sockets))
         return measured
+
+    def _longest_measure(self) -> float:
+        return self.walk_seconds + self.socket_folder_seconds
+
+    def _socket_folder_bytes(self, workspace_id: str) -> int | None:
+        """Bytes in the display's socket folder, or None when it cannot be read.
+
+        The folder is on the host (bind-mounted into the display) and the
+        student can write in it, outside the layer walked above. It should
+        hold one socket: a short walk is enough, and an incomplete one still
+        counts what it saw, a lower bound the watch compares with its small limit.
+        """
+        try:
+            return allocated_bytes(
+                self._socket_dir(workspace_id), seconds=self.socket_folder_seconds
+            ).allocated
+        except OSError as exc:
+            logger.warning(
+                "disk watch: display socket folder of workspace %s not measured: %s", workspace_id, exc
+            )
+            return None
 
     def _running_rows(self) -> list[dict]:
         from .docker_backend import _translated
@@ -224,7 +264,7 @@ class DockerUsageOps:
         upper = self._upper_dir_of(container_id)
         if upper is not None:
             try:
-                walked = allocated_bytes(upper)
+                walked = allocated_bytes(upper, seconds=self.walk_seconds)
             except OSError as exc:
                 _log_unreadable(exc)
             else:

@@ -212,13 +212,16 @@ class EgressFirewall:
         listing = self.listing()
         return self.expected(listing).missing(listing)
 
-    def ensure(self) -> None:
-        """Install what is missing (idempotent); raise EgressError when the rules cannot be in place."""
+    def ensure(self) -> bool:
+        """Install what is missing (idempotent); True when something was; EgressError when they cannot be in place.
+
+        Nothing missing costs one `iptables -S`.
+        """
         with self._lock:
             listing = self.listing()
             rules = self.expected(listing)
             if not rules.missing(listing):
-                return
+                return False
             with self._host_lock():
                 listing = self.listing()  # another process may have done it meanwhile
                 if rules.missing(listing):
@@ -229,6 +232,7 @@ class EgressFirewall:
                     "Cannot keep workspaces off the host and private networks: these firewall rules "
                     f"did not stay in place: {'; '.join(still[:3])}."
                 )
+            return True
 
     def _install(self, rules: Ruleset, listing: str) -> None:
         have = set(listing.splitlines())

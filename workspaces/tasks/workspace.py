@@ -237,6 +237,25 @@ def expire_control() -> int:
     return teaching.expire_control_sessions()
 
 
+def _check_egress() -> int:
+    """1 when the apps' egress rules had gone (a firewall reload, a hand edit) and were put back.
+
+    A start checks them, but they can go while apps run; reconcile looks
+    again each pass (one `iptables -S` when nothing changed), only while
+    some running workspace has apps. -1 when they could not be put back.
+    """
+    if not Workspace.objects.filter(state=WorkspaceState.RUNNING, apps__isnull=False).exists():
+        return 0
+    try:
+        restored = backend().ensure_egress()
+    except EngineError as exc:
+        logger.error("reconcile: running apps are without their egress rules: %s", exc)
+        return -1
+    if restored:
+        logger.warning("reconcile: the apps' egress rules had gone; put back")
+    return int(restored)
+
+
 @shared_task
 def reconcile() -> dict:
     """Bring the database and the engine's labels together.
@@ -255,6 +274,7 @@ def reconcile() -> dict:
         "stale_jobs": jobs.fail_stale(jobs.stale_job_seconds()),
         "stale_seats": classrooms.fail_stale_seats(),
     }
+    fixed["egress"] = _check_egress()
     engine = backend().list_workspaces()
     for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
         if engine.get(ws.engine_id) != "running" and _settle(

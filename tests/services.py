@@ -71,6 +71,11 @@ class Process:
         self.log.close()
 
 
+def redis_server_command(port: int, server: str = "redis-server") -> list[str]:
+    """A throw-away Redis on loopback: nothing saved to disk."""
+    return [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
 def _start_redis() -> str:
     server = shutil.which("redis-server")
     if server is None:
@@ -88,21 +93,7 @@ def _start_redis() -> str:
     acl = Path(workdir) / "users.acl"
     acl.write_text(f"user default on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all\n")
     proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--aclfile",
-            str(acl),
-        ],
+        [*redis_server_command(port, server), "--dir", workdir, "--aclfile", str(acl)],
         stdout=subprocess.DEVNULL,
     )
     atexit.register(lambda: (proc.terminate(), proc.wait(5), shutil.rmtree(workdir, ignore_errors=True)))

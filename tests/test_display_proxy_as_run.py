@@ -22,7 +22,7 @@ from django.conf import settings
 
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running
-from tests.services import ROOT, Process, free_port, wait_for_port
+from tests.services import ROOT, Process, free_port, redis_server_command, wait_for_port
 from workspaces import display_tokens, lifecycle
 from workspaces.rfb import RFBClient
 
@@ -101,18 +101,7 @@ def test_under_make_run_redis_refuses_the_default_user_without_its_password(foun
     port = free_port()
     started = []
     if found != "none":
-        plain = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        started.append(Process("redis-plain", plain, dict(os.environ)))
+        started.append(Process("redis-plain", redis_server_command(port), dict(os.environ)))
         wait_for_port(port)
     script = Process(
         "redis-as-run", [str(ROOT / "scripts" / "redis")], dict(os.environ, REDIS_PORT=str(port))

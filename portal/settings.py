@@ -230,8 +230,21 @@ CELERY_TASK_ANNOTATIONS = {
         "expires": 60,
     }
 }
+# Recovery (workspaces/leases.py): a step whose worker died is taken up again
+# once its lease lapses; reconcile looks this often, so nothing stays stuck
+# longer than a lease plus a pass. A pass the worker did not reach in time
+# is dropped (expires): the next one does the same work.
+LATTICE_LEASE_SECONDS = env.number("LATTICE_LEASE_SECONDS", 20.0, minimum=2)
+LATTICE_RECONCILE_INTERVAL = env.number("LATTICE_RECONCILE_INTERVAL", 10.0, minimum=1)
+# How many times one step is taken up again after its worker died before it
+# fails, with a reason (a start that kills its worker each time must end).
+LATTICE_MAX_RECOVERIES = env.integer("LATTICE_MAX_RECOVERIES", 3, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "reconcile": {"task": "workspaces.tasks.workspace.reconcile", "schedule": 60.0},
+    "reconcile": {
+        "task": "workspaces.tasks.reconcile.reconcile",
+        "schedule": LATTICE_RECONCILE_INTERVAL,
+        "options": {"expires": LATTICE_RECONCILE_INTERVAL},
+    },
     # Often: a control session lasts 90 s without renewal (teaching.CONTROL_TTL).
     "expire-control": {"task": "workspaces.tasks.workspace.expire_control", "schedule": 15.0},
 }

@@ -152,7 +152,7 @@ def test_no_volume_on_this_engine_is_nothing_to_back_up(
     assert objects() == [] and not owner.snapshots.exists()
     assert steps == ["You have no files here yet: nothing to back up"]
     api_client.force_authenticate(owner)
-    monkeypatch.setattr(tasks.back_up, "delay", lambda *args: tasks.back_up(*args))
+    monkeypatch.setattr(tasks.back_up, "delay", lambda **kwargs: tasks.back_up(**kwargs))
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client.post("/api/backups/")
     job = api_client.get(f"/api/jobs/{response.json()['id']}/").json()
@@ -235,11 +235,13 @@ def test_back_up_now_through_the_api(
     engine.volumes["owner"] = tar_of(a=b"files")
     api_client.force_authenticate(owner)
     ran = []
-    monkeypatch.setattr(tasks.back_up, "delay", lambda *args: ran.append(args) or tasks.back_up(*args))
+    monkeypatch.setattr(
+        tasks.back_up, "delay", lambda **kwargs: ran.append(kwargs) or tasks.back_up(**kwargs)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client.post("/api/backups/")
     assert response.status_code == 202 and response.json()["kind"] == "backup"
-    assert ran == [(owner.pk, "asked", response.json()["id"])]
+    assert ran == [{"user_id": owner.pk, "reason": "asked", "job_id": response.json()["id"]}]
     job = api_client.get(f"/api/jobs/{response.json()['id']}/").json()
     assert job["state"] == "done" and "backed up" in job["message"]
     listed = api_client.get("/api/backups/").json()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from tests.fakes import use_engine
 from tests.saving_fakes import make_saved_image
@@ -32,12 +34,14 @@ class CountingBackend(DockerBackend):
     started: list[str] = []  # owners, in order
     stopped: list[str] = []
     removed: list[str] = []
+    running: set[str] = set()  # engine ids
 
     @classmethod
     def reset(cls) -> None:
         cls.in_flight = cls.peak = 0
         cls.fail_for = set()
         cls.started, cls.stopped, cls.removed = [], [], []
+        cls.running = set()
 
     def start(self, spec, progress=None, timeout=60):
         with self.lock:
@@ -52,6 +56,7 @@ class CountingBackend(DockerBackend):
                     self.fail_for.discard(spec.owner)
                     raise StartFailed(f"the display of {spec.owner} exited")
                 self.started.append(spec.owner)
+                self.running.add(spec.workspace_id)
         finally:
             with self.lock:
                 type(self).in_flight -= 1
@@ -59,9 +64,14 @@ class CountingBackend(DockerBackend):
 
     def stop(self, workspace_id: str) -> None:
         self.stopped.append(workspace_id)
+        self.running.discard(workspace_id)
 
     def remove(self, workspace_id: str) -> None:
         self.removed.append(workspace_id)
+        self.running.discard(workspace_id)
+
+    def list_workspaces(self) -> dict[str, str]:
+        return dict.fromkeys(self.running, "running")
 
     def containers(self, workspace_id: str) -> list[ContainerState]:
         return [ContainerState(name="display", image="lattice/desktop:latest", state="stopped")]
@@ -208,34 +218,65 @@ def test_a_seat_that_failed_without_an_event_still_reaches_the_grid(fake_engine,
     assert (last["type"], last["student"], last["state"]) == ("seat", "delta1", "failed")
 
 
-def test_a_seat_left_starting_by_a_dead_worker_can_be_retried(
-    fake_engine, make_user, teacher, desktop, api_client
-):
+def test_a_seat_left_starting_by_a_dead_worker_is_taken_up_again(fake_engine, make_user, teacher, desktop):
     room = make_class(make_user, teacher, "Eps", 2)
-    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
-    stuck_ws = Workspace.objects.create(owner=room.students.first(), display=desktop, state="starting")
-    stuck = Seat.objects.create(
-        broadcast=sent, student=room.students.first(), state="starting", workspace=stuck_ws
-    )
-    alive = Seat.objects.create(broadcast=sent, student=room.students.last(), state="starting")
-    classrooms.StartSlots().try_acquire(classrooms.seat_slot(alive.pk))  # its worker is still on it
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, state="running")
+    first, second = room.students.order_by("username")
+    # The dead worker had made the workspace and begun its start.
+    stuck_ws = Workspace.objects.create(owner=first, display=desktop, state="starting")
+    stuck = Seat.objects.create(broadcast=sent, student=first, state="starting", workspace=stuck_ws)
+    alive = Seat.objects.create(broadcast=sent, student=second, state="starting")  # its lease holds
+    lapsed = timezone.now() - timedelta(seconds=1)
+    Seat.objects.filter(pk=stuck.pk).update(leased_until=lapsed)
+    Workspace.objects.filter(pk=stuck_ws.pk).update(leased_until=lapsed)
 
-    assert classrooms.fail_stale_seats() == 1
+    fixed = tasks.reconcile()
+
+    assert fixed["seats"] == 1
     stuck.refresh_from_db()
     alive.refresh_from_db()
-    assert stuck.state == "failed" and "interrupted" in stuck.message
-    assert alive.state == "starting"
+    # Went on from where it was: the same workspace, now running; no second one made.
+    assert (stuck.state, stuck.workspace_id, stuck.recoveries) == ("running", stuck_ws.pk, 1)
+    assert Workspace.objects.get(pk=stuck_ws.pk).state == "running"
+    assert Workspace.objects.filter(owner=first).count() == 1
+    assert alive.state == "starting"  # a live start is not taken from under its worker
+    Seat.objects.filter(pk=alive.pk).update(state="running")
+    tasks.reconcile()
+    assert Broadcast.objects.get(pk=sent.pk).state == "done"
 
+
+def test_a_seat_interrupted_too_often_fails_and_can_be_retried(
+    fake_engine, make_user, teacher, desktop, api_client, settings
+):
+    room = make_class(make_user, teacher, "Zet", 1)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, state="running")
+    seat = Seat.objects.create(
+        broadcast=sent,
+        student=room.students.first(),
+        state="starting",
+        attempts=1,
+        recoveries=settings.LATTICE_MAX_RECOVERIES,
+        leased_until=timezone.now() - timedelta(seconds=1),
+    )
+    tasks.reconcile()
+    seat.refresh_from_db()
+    assert seat.state == "failed" and "interrupted" in seat.message
+    assert Broadcast.objects.get(pk=sent.pk).state == "done"
     api_client.force_authenticate(teacher)
-    response = api_client.post(f"/api/broadcasts/{sent.pk}/students/eps1/retry/")
-    assert response.status_code == 202
-    stuck.refresh_from_db()
-    assert stuck.state == "running" and stuck.workspace_id != stuck_ws.pk
-    # The half-started workspace of the dead worker is removed, not left starting.
-    assert stuck_ws.engine_id in fake_engine.removed
-    assert not Workspace.objects.filter(pk=stuck_ws.pk).exists()
-    # A seat whose start is alive is not retried under its worker's feet.
-    assert api_client.post(f"/api/broadcasts/{sent.pk}/students/eps2/retry/").status_code == 409
+    assert api_client.post(f"/api/broadcasts/{sent.pk}/students/zet1/retry/").status_code == 202
+    seat.refresh_from_db()
+    assert seat.state == "running"
+
+
+def test_a_queued_seat_whose_message_was_lost_is_sent_again(fake_engine, make_user, teacher, desktop):
+    room = make_class(make_user, teacher, "Ita", 1)
+    sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop, state="running")
+    seat = Seat.objects.create(broadcast=sent, student=room.students.first())
+    assert tasks.reconcile()["seats"] == 0  # its message may still be on its way
+    Seat.objects.filter(pk=seat.pk).update(leased_until=timezone.now() - timedelta(seconds=1))
+    assert tasks.reconcile()["seats"] == 1
+    seat.refresh_from_db()
+    assert seat.state == "running"
 
 
 def approved(image: Image, admin) -> Image:

@@ -203,7 +203,8 @@ def test_progress_after_a_stop_took_over_is_dropped(owner, desktop):
 
 
 def long_ago(ws: Workspace) -> None:
-    Workspace.objects.filter(pk=ws.pk).update(updated=timezone.now() - timedelta(hours=1))
+    """Its lease lapsed: the task (or the message) on it died."""
+    Workspace.objects.filter(pk=ws.pk).update(leased_until=timezone.now() - timedelta(seconds=1))
 
 
 def test_reconcile_takes_up_work_whose_task_died(owner, desktop, engine, monkeypatch):
@@ -214,21 +215,45 @@ def test_reconcile_takes_up_work_whose_task_died(owner, desktop, engine, monkeyp
     starting = make(owner, desktop, "starting")
     stopping = make(owner, desktop, "stopping")
     deleting = make(owner, desktop, "stopped", deleting=True)
-    fresh = make(owner, desktop, "starting")  # its task may well still run
+    fresh = make(owner, desktop, "starting")  # its lease holds: its task still runs
     for ws in (pending, starting, stopping, deleting):
         long_ago(ws)
     fixed = tasks.reconcile()
+    # The start is taken up again (the next spawn_workspace claims the lapsed lease), not stopped.
     assert sorted(queued) == sorted(
         [
             ("spawn_workspace", pending.pk),
-            ("stop_workspace", starting.pk),
+            ("spawn_workspace", starting.pk),
             ("stop_workspace", stopping.pk),
             ("remove_workspace", deleting.pk),
         ]
     )
-    assert fixed["resumed"] == 4
-    assert Workspace.objects.get(pk=starting.pk).state == "stopping"
+    assert fixed["workspaces"] == 4
+    assert Workspace.objects.get(pk=starting.pk).state == "starting"
     assert Workspace.objects.get(pk=fresh.pk).state == "starting"
+    # Sent once: the pending, stopping and deleting rows' leases were renewed as they were sent.
+    queued.clear()
+    tasks.reconcile()
+    assert queued == [("spawn_workspace", starting.pk)]
+
+
+def test_a_start_whose_worker_died_is_taken_up_again_and_runs(owner, desktop, engine):
+    ws = make(owner, desktop, "starting")
+    tasks.spawn_workspace(ws.pk)  # its lease holds: another worker is on it
+    assert Workspace.objects.get(pk=ws.pk).state == "starting"
+    long_ago(ws)
+    tasks.spawn_workspace(ws.pk)
+    ws.refresh_from_db()
+    assert (ws.state, ws.recoveries) == ("running", 1)
+
+
+def test_a_start_interrupted_too_often_fails_with_the_reason(owner, desktop, engine, settings):
+    ws = make(owner, desktop, "starting")
+    Workspace.objects.filter(pk=ws.pk).update(recoveries=settings.LATTICE_MAX_RECOVERIES)
+    long_ago(ws)
+    tasks.reconcile()
+    ws.refresh_from_db()
+    assert ws.state == "failed" and "interrupted 4 times" in ws.message
 
 
 def test_reconcile_fails_a_running_workspace_whose_display_died_and_says_so(owner, desktop, engine):

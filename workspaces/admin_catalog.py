@@ -352,7 +352,7 @@ def queue_build(
     result = {"fields": fields, "folder": folder}
     if upload is not None:
         result["upload"] = upload[1][:200]
-    job = Job.objects.create(owner=admin, kind="build", result=result)
+    job = Job.objects.create(owner=admin, kind="build", result=result, task=build_image.name)
     if upload is not None:
         path = jobs.input_path(job)
         try:
@@ -362,7 +362,7 @@ def queue_build(
             path.unlink(missing_ok=True)
             job.delete()
             raise CatalogError(str(exc)) from None
-    transaction.on_commit(lambda: build_image.delay(job.pk))
+    transaction.on_commit(lambda: jobs.send(job))  # once the upload is in place
     return job
 
 
@@ -427,7 +427,7 @@ def queue_pull(admin: User, reference: str, fields: dict) -> Job:
             f"The entry '{holder.slug}' uses {reference} already; a pull could change it under its users."
         )
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
-    return jobs.queue_job(admin, "pull", pull_image, result={"fields": fields, "reference": reference})
+    return jobs.queue_job(admin, "pull", pull_image, {"fields": fields, "reference": reference})
 
 
 def pull_entry(job: Job, progress: Callable[[int, str], None]) -> Image:

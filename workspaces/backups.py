@@ -54,7 +54,7 @@ from .object_store import StoreError, store
 logger = logging.getLogger(__name__)
 
 # A held lock lapses this long after its holder stopped renewing it (a killed worker).
-LOCK_TTL = 60
+LOCK_TTL = 20
 # How long a path waits for another one working on the same user's files.
 LOCK_WAIT = 600
 

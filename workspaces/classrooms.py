@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
-from . import audit, lifecycle, refusals
+from . import audit, leases, lifecycle, refusals
 from .catalog import launchable
 from .events import class_group, publish_group
 from .models import (
@@ -330,8 +330,9 @@ return 0
 
 
 def lease_seconds() -> float:
-    """How long one start may hold its slot without renewing it: as long as a start may take."""
-    return lifecycle.start_deadline()
+    """How long one start holds its slot without renewing it: the seat's lease (renewed with it),
+    so the slots of a worker that died free as soon as its seats are taken up again."""
+    return leases.seconds()
 
 
 class StartSlots:
@@ -423,33 +424,6 @@ def move_seat(seat: Seat, expected: Iterable[str], **fields) -> bool:
     return True
 
 
-def fail_stale_seats(classroom: Classroom | None = None) -> int:
-    """Seats left "starting" by a worker that died: failed, so the teacher can retry them.
-
-    A live start always holds its slot's lease; a seat starting without one
-    has nobody working on it. Reconcile calls this for the whole site.
-    """
-    slots = StartSlots()
-    seats = Seat.objects.filter(state=SeatState.STARTING).select_related("broadcast", "student", "workspace")
-    if classroom is not None:
-        seats = seats.filter(broadcast__classroom=classroom)
-    return sum(_fail_if_stale(seat, slots) for seat in seats)
-
-
-def _fail_if_stale(seat: Seat, slots: StartSlots) -> bool:
-    """Fail a seat "starting" whose slot's lease nobody holds; True when this call did."""
-    return (
-        seat.state == SeatState.STARTING
-        and not slots.holds(seat_slot(seat.pk))
-        and move_seat(
-            seat,
-            [SeatState.STARTING],
-            state=SeatState.FAILED,
-            message="The start was interrupted (a worker stopped); retry it.",
-        )
-    )
-
-
 def retry(seat: Seat) -> Seat:
     """Start one student's seat again, replacing a workspace that failed; nobody else is touched.
 
@@ -457,7 +431,6 @@ def retry(seat: Seat) -> Seat:
     """
     from .tasks import start_seat
 
-    _fail_if_stale(seat, StartSlots())
     seat = Seat.objects.select_related("workspace", "broadcast", "student").get(pk=seat.pk)
     old = seat.workspace
     if seat.state != SeatState.FAILED:
@@ -473,7 +446,8 @@ def retry(seat: Seat) -> Seat:
         # It came up after all (e.g. the student started it): nothing to start.
         move_seat(seat, [SeatState.FAILED], state=SeatState.RUNNING, message="Running")
         return seat
-    if not move_seat(seat, [SeatState.FAILED], state=SeatState.QUEUED, message="Queued", workspace=None):
+    queued = {"state": SeatState.QUEUED, "message": "Queued", "workspace": None}
+    if not move_seat(seat, [SeatState.FAILED], **queued, leased_until=leases.lease_end(), recoveries=0):
         raise lifecycle.WrongState("Only a failed student's start can be retried.")
     if old is not None:
         _discard(old)

@@ -1,36 +1,104 @@
-"""Background jobs a user waits for: queue after commit, report progress."""
+"""Background jobs a user waits for: queue after commit, report progress, recover.
+
+A job names its task and the task's arguments, so when the worker running
+it dies (its lease lapses, workspaces/leases.py) reconcile sends it again;
+the task claims the job once more and starts over, which every job's work
+allows (a build, a pull, a collect, a backup, a check: each may run twice).
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from . import leases
 from .events import publish
 from .models import Job, JobState, User
 
+logger = logging.getLogger(__name__)
 
-def queue_job(owner: User, kind: str, send, result: dict | None = None) -> Job:
+
+def queue_job(owner: User, kind: str, task, result: dict | None = None, **task_kwargs) -> Job:
     """Save the job, then hand its id (never the object) to Celery after commit.
 
-    ``send`` is a task (its ``delay`` is called with the job id) or a callable
-    taking the job id, for tasks that need more ids than the job's; ``result``
-    is what the job starts with (its input, for the task to read).
+    ``task`` is called as ``task(job_id=…, **task_kwargs)`` (ids only, in JSON);
+    ``result`` is what the job starts with (its input, for the task to read).
     """
-    job = Job.objects.create(owner=owner, kind=kind, result=result or {})
-    dispatch = getattr(send, "delay", send)
-    transaction.on_commit(lambda: dispatch(job.pk))
+    job = Job.objects.create(
+        owner=owner, kind=kind, result=result or {}, task=task.name, task_kwargs=task_kwargs
+    )
+    transaction.on_commit(lambda: send(job))
     return job
 
 
+def send(job: Job) -> None:
+    """Hand the job to its task (again, when recovering it)."""
+    current_app.tasks[job.task].delay(job_id=job.pk, **job.task_kwargs)
+
+
 def claim(job_id: int) -> Job | None:
-    """Move queued -> running; None when someone else (a retry) got there first."""
-    if Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(state=JobState.RUNNING) != 1:
-        return None
-    return Job.objects.get(pk=job_id)
+    """Take the job: queued -> running, or running whose worker died (its lease lapsed).
+
+    None when someone else holds it (a live run, or a retry got there first)
+    or it is over. A job taken up again too often after its worker died
+    fails, saying so, rather than running for ever.
+    """
+    jobs = Job.objects.filter(pk=job_id)
+    if jobs.filter(state=JobState.QUEUED).update(state=JobState.RUNNING, leased_until=leases.lease_end()):
+        return Job.objects.get(pk=job_id)
+    retaken = jobs.filter(
+        leases.lapsed(), state=JobState.RUNNING, recoveries__lt=leases.max_recoveries()
+    ).update(leased_until=leases.lease_end(), recoveries=F("recoveries") + 1)
+    if retaken:
+        job = Job.objects.get(pk=job_id)
+        logger.warning("job %s (%s) taken up again: its worker stopped", job_id, job.kind)
+        report(job, job.progress, "Taken up again after its worker stopped")
+        return job
+    return None
+
+
+def renewing(job: Job) -> leases.Renewing:
+    """Hold the job's lease while its work runs."""
+    rows = Job.objects.filter(pk=job.pk, state=JobState.RUNNING)
+    return leases.Renewing(lambda: rows.update(leased_until=leases.lease_end()), f"job {job.pk}")
+
+
+def recover_lapsed() -> int:
+    """Send again every queued or running job whose lease lapsed; fail those recovered too often."""
+    sent = 0
+    lapsed = Job.objects.filter(leases.lapsed(), state__in=[JobState.QUEUED, JobState.RUNNING]).exclude(
+        task=""
+    )
+    for job in lapsed:
+        if job.recoveries >= leases.max_recoveries():
+            _give_up(job, f"Stopped: its worker stopped {job.recoveries + 1} times while on it. Try again.")
+            continue
+        # A queued job's lease is renewed before the send, conditionally (two
+        # passes at once send it once); a running one's is not: the next run
+        # claims the lapsed lease itself.
+        if job.state == JobState.RUNNING or Job.objects.filter(
+            pk=job.pk, state=job.state, leased_until=job.leased_until
+        ).update(leased_until=leases.lease_end()):
+            send(job)
+            sent += 1
+    return sent
+
+
+def _give_up(job: Job, message: str) -> bool:
+    if not Job.objects.filter(pk=job.pk, state=job.state).update(
+        state=JobState.FAILED, message=message[:300], finished=timezone.now()
+    ):
+        return False
+    job.state, job.message = JobState.FAILED, message[:300]
+    publish(job.owner_id, event(job))
+    return True
 
 
 def event(job: Job) -> dict:
@@ -102,15 +170,7 @@ def fail_stale(older_than_seconds: float) -> int:
     message = f"Given up: no result after {minutes} minutes (the worker may have restarted). Try again."
     failed = 0
     for job in Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING], created__lt=cutoff):
-        if (
-            Job.objects.filter(pk=job.pk, state=job.state).update(
-                state=JobState.FAILED, message=message, finished=timezone.now()
-            )
-            == 1
-        ):
-            failed += 1
-            job.state, job.message = JobState.FAILED, message
-            publish(job.owner_id, event(job))
+        failed += _give_up(job, message)
     folder = _inputs_folder()
     if folder.is_dir():
         waiting = Job.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING])

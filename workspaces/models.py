@@ -10,6 +10,8 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .leases import lease_end
+
 
 class Role(models.TextChoices):
     STUDENT = "student", "Student"
@@ -89,6 +91,13 @@ class Job(models.Model):
     log = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Recovery (workspaces/leases.py): the task that does the job, called as
+    # task(job_id=…, **task_kwargs), so reconcile can send it again when the
+    # lease of a queued or running job lapses (its worker died).
+    task = models.CharField(max_length=120, blank=True)
+    task_kwargs = models.JSONField(default=dict, blank=True)
+    leased_until = models.DateTimeField(default=lease_end, db_index=True)
+    recoveries = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created"]
@@ -171,6 +180,10 @@ class Image(models.Model):
     origin = models.CharField(
         max_length=200, blank=True, help_text="How it came: built, uploaded, pulled, published…"
     )
+    # A save under way: empty until a worker claims it, then its lease
+    # (workspaces/leases.py); how often a dead worker's save was taken up again.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["kind", "title"]
@@ -211,8 +224,9 @@ class WorkspaceQuerySet(models.QuerySet):
         return self.filter(deleting=False)
 
     def move(self, **fields) -> int:
-        """update() that also stamps ``updated`` (auto_now only works through save())."""
-        return self.update(updated=timezone.now(), **fields)
+        """update() that also stamps ``updated`` (auto_now only works through save()) and renews
+        the lease: whoever moves a workspace (a claim, a progress report) is working on it."""
+        return self.update(updated=timezone.now(), leased_until=lease_end(), **fields)
 
 
 def new_engine_id() -> str:
@@ -239,6 +253,11 @@ class Workspace(models.Model):
     deleting = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
+    # While pending, starting, stopping or deleting: until when the task at
+    # it (or, pending, its message in the queue) answers for it. Lapsed,
+    # reconcile takes the step up again (workspaces/leases.py).
+    leased_until = models.DateTimeField(default=lease_end, db_index=True)
+    recoveries = models.PositiveSmallIntegerField(default=0)
 
     objects = WorkspaceQuerySet.as_manager()
 
@@ -325,7 +344,13 @@ class Seat(models.Model):
     state = models.CharField(max_length=16, choices=SeatState.choices, default=SeatState.QUEUED)
     message = models.CharField(max_length=300, blank=True)
     files = models.JSONField(default=dict, blank=True)
+    # Starts tried: by the broadcast, a teacher's retry, or recovery after a worker died.
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Queued or starting: until when its task (or its message in the queue)
+    # answers for it; lapsed, reconcile sends the seat's start again, and
+    # counts it here.
+    leased_until = models.DateTimeField(default=lease_end, db_index=True)
+    recoveries = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["student__username"]

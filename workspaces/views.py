@@ -191,8 +191,6 @@ def saved_image(request: HttpRequest, pk: int) -> HttpResponse:
 def classroom_page(request: HttpRequest, pk: int) -> HttpResponse:
     classroom = get_object_or_404(classrooms.teaching(request.user), pk=pk)
     images = list(launchable(request.user))
-    # A start whose worker died shows as failed, with Retry, rather than "starting" for ever.
-    classrooms.fail_stale_seats(classroom)
     latest = classrooms.latest_broadcast(classroom)
     return render(
         request,

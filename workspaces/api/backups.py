@@ -30,5 +30,5 @@ class Backups(APIView):
     def post(self, request: Request) -> Response:
         """Back up the user's files now; the job's progress arrives as events."""
         user = request.user
-        job = jobs.queue_job(user, "backup", lambda job_id: back_up.delay(user.pk, "asked", job_id))
+        job = jobs.queue_job(user, "backup", back_up, user_id=user.pk, reason="asked")
         return Response(JobSerializer(job).data, status=202)

@@ -273,9 +273,7 @@ class CollectClass(APIView):
         from ..tasks import collect_classroom
 
         classroom = _taught(request, pk)
-        job = jobs.queue_job(
-            request.user, "collect", lambda job_id: collect_classroom.delay(job_id, classroom.pk)
-        )
+        job = jobs.queue_job(request.user, "collect", collect_classroom, classroom_id=classroom.pk)
         return Response(JobSerializer(job).data, status=202)
 
 

@@ -10,11 +10,11 @@ from .catalog import build_image, pull_image
 from .classroom import collect_classroom, rotate_vnc_passwords, run_broadcast, start_seat
 from .diagnostics import run_diagnostics
 from .disk import watch_disks
+from .reconcile import reconcile
 from .saved_image import commit_container
 from .workspace import (
     capture_thumbnail,
     expire_control,
-    reconcile,
     remove_workspace,
     spawn_workspace,
     stop_workspace,

@@ -9,10 +9,12 @@ from celery import shared_task
 from .. import (
     backups,
     jobs,
+    leases,
     lifecycle,
 )
 from ..engine.base import no_progress
 from ..models import (
+    Job,
     JobState,
     User,
 )
@@ -32,12 +34,21 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
     client = lifecycle.redis_client()
     lock = f"lattice:backing-up:{user_id}"
     # One backup of a user at a time: a stop and the schedule may ask at once.
-    if not client.set(lock, "1", nx=True, ex=3600):
+    # The lock lapses a lease after its worker died (renewed while it works),
+    # so the job taken up again is not refused by its own dead run.
+    if not client.set(lock, "1", nx=True, ex=max(1, round(leases.seconds()))):
         if job:
             jobs.finish(job, JobState.FAILED, "A backup of your files is already under way; try again later.")
         return
+
+    def renew() -> None:
+        client.expire(lock, max(1, round(leases.seconds())))
+        if job:
+            Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(leased_until=leases.lease_end())
+
     try:
-        snapshot = backups.back_up(user, reason, progress)
+        with leases.Renewing(renew, f"backup of {user.username}"):
+            snapshot = backups.back_up(user, reason, progress)
     except Exception as exc:
         message = failure_message(exc, "The backup")
         logger.warning("backup of %s failed: %s", user.username, message)

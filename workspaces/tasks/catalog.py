@@ -6,8 +6,6 @@ import logging
 import re
 import time
 
-from celery import shared_task
-
 from .. import (
     admin_catalog,
     jobs,
@@ -18,6 +16,7 @@ from ..models import (
     Job,
     JobState,
 )
+from .common import job_task
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +72,14 @@ def _fail_job(job: Job, exc: BaseException, what: str, log: _LogStream | None = 
         logger.exception("could not mark %s job %s failed", what, job.pk)
 
 
-@shared_task(
-    soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120
-)
-def build_image(job_id: int) -> None:
-    """Build, then add the entry; whatever goes wrong, the job ends failed and the upload is removed."""
-    job = jobs.claim(job_id)
-    if job is None:
-        jobs.discard_input(job_id)
-        return
+@job_task(soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120)
+def build_image(job: Job) -> None:
+    """Build, then add the entry; whatever goes wrong, the job ends failed and the upload is removed.
+
+    A worker that dies mid-build leaves the upload in place (reconcile sends
+    the job again, and the build starts over); an upload whose job is over
+    or gone is removed by jobs.fail_stale.
+    """
     log = _LogStream(job)
     try:
         jobs.report(job, 3, "Sending the build context")
@@ -91,7 +89,7 @@ def build_image(job_id: int) -> None:
         _fail_job(job, exc, "build", log)
         return
     finally:
-        jobs.discard_input(job_id)
+        jobs.discard_input(job.pk)
     jobs.finish(
         job,
         JobState.DONE,
@@ -100,12 +98,9 @@ def build_image(job_id: int) -> None:
     )
 
 
-@shared_task(soft_time_limit=admin_catalog.pull_timeout() + 60, time_limit=admin_catalog.pull_timeout() + 120)
-def pull_image(job_id: int) -> None:
+@job_task(soft_time_limit=admin_catalog.pull_timeout() + 60, time_limit=admin_catalog.pull_timeout() + 120)
+def pull_image(job: Job) -> None:
     """Pull from the registry, then add the entry; whatever goes wrong, the job ends failed."""
-    job = jobs.claim(job_id)
-    if job is None:
-        return
 
     def progress(percent: int, status: str) -> None:
         jobs.report(job, percent, f"{status} ({percent}%)" if status else f"{percent}%")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from celery import shared_task
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from .. import (
     classrooms,
     file_copies,
     jobs,
+    leases,
     lifecycle,
     teaching,
 )
@@ -23,13 +25,14 @@ from ..models import (
     Broadcast,
     BroadcastState,
     Classroom,
+    Job,
     JobState,
     Seat,
     SeatState,
     Workspace,
     WorkspaceState,
 )
-from .common import failure_message
+from .common import failure_message, job_task
 from .workspace import spawn_workspace
 
 logger = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ def run_broadcast(broadcast_id: int) -> None:
     )
     for seat_id in seats:
         try:
+            # The seat's lease covers its message until a worker takes it.
+            Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(leased_until=leases.lease_end())
             start_seat.delay(seat_id)
         except Exception as exc:  # one student's failure never stops the others
             logger.exception("broadcast %s: seat %s", broadcast_id, seat_id)
@@ -85,19 +90,34 @@ def run_broadcast(broadcast_id: int) -> None:
     _finish_if_over(broadcast_id)
 
 
-def _finish_if_over(broadcast_id: int) -> None:
-    """The broadcast is done once none of its seats waits or starts."""
+def _finish_if_over(broadcast_id: int) -> int:
+    """The broadcast is done once none of its seats waits or starts; 1 when this call ended it."""
     waiting = Seat.objects.filter(broadcast_id=broadcast_id, state__in=[SeatState.QUEUED, SeatState.STARTING])
-    if not waiting.exists():
-        Broadcast.objects.filter(pk=broadcast_id).update(state=BroadcastState.DONE)
+    if waiting.exists():
+        return 0
+    return (
+        Broadcast.objects.filter(pk=broadcast_id)
+        .exclude(state=BroadcastState.DONE)
+        .update(state=BroadcastState.DONE)
+    )
+
+
+def _claimable(seat_id: int):
+    """The seat if a start may take it: queued, or starting with a lapsed lease (its worker died)."""
+    return Seat.objects.filter(
+        Q(state=SeatState.QUEUED) | Q(leases.lapsed(), state=SeatState.STARTING), pk=seat_id
+    )
 
 
 @shared_task
 def start_seat(seat_id: int, deadline: float | None = None) -> None:
-    """One student's part, from a broadcast or a retry: a start slot, the starter files, the workspace.
+    """One student's part, from a broadcast, a retry or recovery: a start slot, the starter files,
+    the workspace.
 
     ``deadline`` (a Unix time) is when the seat stops waiting for a slot; the
-    first call sets it SLOT_WAIT from now.
+    first call sets it SLOT_WAIT from now. Safe to run twice: the seat is
+    claimed by a conditional update, and a run that takes up a seat whose
+    worker died goes on from where the row says the last run got to.
     """
     if deadline is None or deadline < SLOT_WAIT * 1000:
         # None, or a message of the previous version, which counted seconds waited.
@@ -105,9 +125,9 @@ def start_seat(seat_id: int, deadline: float | None = None) -> None:
     slots = classrooms.StartSlots()
     slot = classrooms.seat_slot(seat_id)
     while True:
-        seat = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).values("broadcast_id").first()
+        seat = _claimable(seat_id).values("broadcast_id").first()
         if seat is None:
-            return  # cancelled by "stop all", or started already
+            return  # cancelled by "stop all", started already, or another worker is on it
         if slots.try_acquire(slot):
             break
         if time.time() >= deadline:
@@ -115,12 +135,23 @@ def start_seat(seat_id: int, deadline: float | None = None) -> None:
             _finish_if_over(seat["broadcast_id"])
             return
         if not _eager():
-            # Back to the broker: the worker thread is free meanwhile.
+            # Back to the broker: the worker thread is free meanwhile. The
+            # lease says the message is alive; if this worker dies holding
+            # it, the lease lapses and reconcile sends the seat again.
+            Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(
+                leased_until=leases.lease_end() + timedelta(seconds=SLOT_POLL)
+            )
             start_seat.apply_async((seat_id, deadline), countdown=SLOT_POLL)
             return
         time.sleep(EAGER_POLL)  # inline, not a nested task per poll
+
+    def renew() -> None:
+        Seat.objects.filter(pk=seat_id, state=SeatState.STARTING).update(leased_until=leases.lease_end())
+        slots.refresh(slot)
+
     try:
-        _start_seat(seat_id, lambda: slots.refresh(slot))
+        with leases.Renewing(renew, f"seat {seat_id}"):
+            _start_seat(seat_id, lambda: slots.refresh(slot))
     except Exception as exc:
         logger.exception("seat %s failed to start", seat_id)
         _fail_seat(seat_id, f"Could not start: {exc}")
@@ -133,16 +164,28 @@ def _eager() -> bool:
     return bool(start_seat.app.conf.task_always_eager)
 
 
-def _start_seat(seat_id: int, still_working) -> None:
-    if (
-        Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(
-            state=SeatState.STARTING, message="Starting", attempts=F("attempts") + 1
-        )
-        != 1
+def _claim_seat(seat_id: int) -> bool:
+    """Queued -> starting (one more attempt), or a lapsed start taken up again (one more recovery)."""
+    starting = {"state": SeatState.STARTING, "leased_until": leases.lease_end()}
+    if Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(
+        **starting, message="Starting", attempts=F("attempts") + 1, recoveries=0
     ):
+        return True
+    retaken = (
+        _claimable(seat_id)
+        .filter(state=SeatState.STARTING, recoveries__lt=leases.max_recoveries())
+        .update(**starting, message="Starting again (the worker had stopped)", recoveries=F("recoveries") + 1)
+    )
+    if retaken:
+        logger.warning("seat %s taken up again: its worker stopped", seat_id)
+    return bool(retaken)
+
+
+def _start_seat(seat_id: int, still_working) -> None:
+    if not _claim_seat(seat_id):
         return
     seat = Seat.objects.select_related(
-        "broadcast__classroom", "broadcast__display", "broadcast__teacher", "student"
+        "broadcast__classroom", "broadcast__display", "broadcast__teacher", "student", "workspace"
     ).get(pk=seat_id)
     classrooms.publish_seat(seat)
     sent = seat.broadcast
@@ -150,28 +193,16 @@ def _start_seat(seat_id: int, still_working) -> None:
         # Left since the broadcast (or the retry): nothing of the class is made or copied for them.
         _seat_update(seat, state=SeatState.FAILED, message=classrooms.LEFT)
         return
-    if sent.files:
-        # Before the start, so the files are there when the student's apps open.
-        if not _seat_update(seat, message="Copying the starter files"):
+    ws = seat.workspace
+    if ws is None:
+        # The first run, or one whose worker died before the workspace was made.
+        ws = _make_seat_workspace(seat, still_working)
+        if ws is None:
             return
-        try:
-            files = file_copies.copy_folder(sent.teacher, sent.files, seat.student, sent.classroom.folder)
-        except (EngineError, BackupError) as exc:
-            _seat_update(seat, state=SeatState.FAILED, message=str(exc))
-            return
-        statuses = [f["status"] for f in files]
-        seat.files = {status: statuses.count(status) for status in ("copied", "beside", "same")}
-    classrooms.make_room(seat)
-    still_working()
-    try:
-        ws = classrooms.create_seat_workspace(seat)
-    except lifecycle.OverLimit as exc:
-        _seat_update(seat, state=SeatState.FAILED, message=str(exc), files=seat.files)
+    elif not _seat_update(seat, message="Starting the workspace"):
         return
-    if ws is None or not _seat_update(seat, files=seat.files, message="Starting the workspace"):
-        return  # stopped meanwhile; "stop all" stops the workspace too
     spawn_workspace(ws.pk, still_working)  # a restore and the engine start renew the slot as they go
-    ws = Workspace.objects.filter(pk=ws.pk).first()
+    ws = _wait_for_start(ws.pk)
     seat.workspace = ws
     if ws is not None and not ws.deleting and ws.state == WorkspaceState.RUNNING:
         if _seat_update(seat, state=SeatState.RUNNING, message="Running"):
@@ -182,17 +213,96 @@ def _start_seat(seat_id: int, still_working) -> None:
         _seat_update(seat, state=SeatState.STOPPED, message="Stopped before it was ready")
 
 
-@shared_task
-def collect_classroom(job_id: int, classroom_id: int) -> None:
+def _make_seat_workspace(seat: Seat, still_working) -> Workspace | None:
+    """Copy the starter files, make room, then the seat's workspace row; None when the seat ended."""
+    sent = seat.broadcast
+    if sent.files:
+        # Before the start, so the files are there when the student's apps open.
+        # Run twice (a worker died), the copy replaces nothing: files already
+        # there are "same".
+        if not _seat_update(seat, message="Copying the starter files"):
+            return None
+        try:
+            files = file_copies.copy_folder(sent.teacher, sent.files, seat.student, sent.classroom.folder)
+        except (EngineError, BackupError) as exc:
+            _seat_update(seat, state=SeatState.FAILED, message=str(exc))
+            return None
+        statuses = [f["status"] for f in files]
+        seat.files = {status: statuses.count(status) for status in ("copied", "beside", "same")}
+    classrooms.make_room(seat)
+    still_working()
+    try:
+        ws = classrooms.create_seat_workspace(seat)
+    except lifecycle.OverLimit as exc:
+        _seat_update(seat, state=SeatState.FAILED, message=str(exc), files=seat.files)
+        return None
+    if ws is None or not _seat_update(seat, files=seat.files, message="Starting the workspace"):
+        return None  # stopped meanwhile; "stop all" stops the workspace too
+    return ws
+
+
+def _wait_for_start(workspace_id: int) -> Workspace | None:
+    """The workspace once no start is under way on it.
+
+    Usually at once: spawn_workspace ran here. When another run holds the
+    start (reconcile sent it too, after a worker died), wait for that one,
+    as long as a start may take; the seat's lease is renewed meanwhile.
+    """
+    deadline = time.monotonic() + lifecycle.start_deadline()
+    while True:
+        ws = Workspace.objects.filter(pk=workspace_id).first()
+        busy = ws is not None and ws.state in (WorkspaceState.PENDING, WorkspaceState.STARTING)
+        if not busy or time.monotonic() > deadline:
+            return ws
+        time.sleep(0.5)
+
+
+def recover_seats() -> int:
+    """Send again the start of every queued or starting seat whose lease lapsed; how many.
+
+    Queued: its message was lost (a worker died holding it). Starting: its
+    worker died; the next run takes it up (at most LATTICE_MAX_RECOVERIES
+    times, then the seat fails with the reason, and the teacher may retry it).
+    """
+    sent = 0
+    lapsed = Seat.objects.filter(leases.lapsed(), state__in=[SeatState.QUEUED, SeatState.STARTING])
+    for seat in lapsed.select_related("broadcast", "student", "workspace"):
+        if seat.state == SeatState.STARTING and seat.recoveries >= leases.max_recoveries():
+            classrooms.move_seat(
+                seat,
+                [SeatState.STARTING],
+                state=SeatState.FAILED,
+                message=f"The start was interrupted {seat.recoveries + 1} times (its worker stopped); retry it.",
+            )
+            _finish_if_over(seat.broadcast_id)
+            continue
+        if seat.state == SeatState.QUEUED and not Seat.objects.filter(
+            pk=seat.pk, state=SeatState.QUEUED, leased_until=seat.leased_until
+        ).update(leased_until=leases.lease_end()):
+            continue  # another pass sent it
+        start_seat.delay(seat.pk)
+        sent += 1
+    return sent
+
+
+def finish_broadcasts() -> int:
+    """End broadcasts none of whose seats waits or starts (their last seat's task died); how many."""
+    ended = 0
+    for broadcast_id in Broadcast.objects.filter(
+        state__in=[BroadcastState.QUEUED, BroadcastState.RUNNING]
+    ).values_list("pk", flat=True):
+        ended += _finish_if_over(broadcast_id)
+    return ended
+
+
+@job_task()
+def collect_classroom(job: Job, classroom_id: int) -> None:
     """Copy each student's /data/<class>/ into the teacher's /data/collected/<class>/<student>/.
 
     One student's files never stop the others, and the job always ends: done
     (with what was and was not collected from whom), or failed when nothing
     could be collected at all.
     """
-    job = jobs.claim(job_id)
-    if job is None:
-        return
     report: dict[str, dict] = {}
     students: list = []
     try:

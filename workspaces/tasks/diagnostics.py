@@ -5,25 +5,22 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import shared_task
-
 from .. import (
     jobs,
     services_health,
 )
 from ..models import (
+    Job,
     JobState,
 )
+from .common import job_task
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task
-def run_diagnostics(job_id: int) -> None:
+@job_task()
+def run_diagnostics(job: Job) -> None:
     """Check every service a workspace needs, one step at a time, for the user to see."""
-    job = jobs.claim(job_id)
-    if job is None:
-        return
     steps = [
         ("database", services_health.database_problem),
         ("Redis", services_health.redis_problem),
@@ -44,7 +41,7 @@ def run_diagnostics(job_id: int) -> None:
     except Exception as exc:
         # Whatever broke (a probe, Redis, the time limit), the page must not
         # wait forever on a job that stays "running".
-        logger.exception("diagnostics job %s failed", job_id)
+        logger.exception("diagnostics job %s failed", job.pk)
         message = services_health.redact(f"The check stopped: {type(exc).__name__}: {exc}")[:300]
         jobs.finish(job, JobState.FAILED, message, results)
         return

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.db.models import F
 from django.utils import timezone
 
 from .. import (
+    leases,
     saving,
 )
 from ..engine.base import EngineError
@@ -75,18 +78,33 @@ def _commit(image: Image) -> None:
     publish(image.owner_id, saving.image_event(image))
 
 
+def _claim(image_id: int) -> bool:
+    """Take the save: nobody took it yet, or its worker died (the lease lapsed)."""
+    saving_rows = Image.objects.filter(leases.lapsed(), pk=image_id, state=ImageState.SAVING)
+    if saving_rows.filter(leased_until__isnull=True).update(leased_until=leases.lease_end()):
+        return True
+    if saving_rows.filter(recoveries__lt=leases.max_recoveries()).update(
+        leased_until=leases.lease_end(), recoveries=F("recoveries") + 1
+    ):
+        logger.warning("save of image %s taken up again: its worker stopped", image_id)
+        return True
+    return False
+
+
 @shared_task(soft_time_limit=saving.SAVE_TIME_LIMIT, time_limit=saving.SAVE_TIME_LIMIT + 30)
 def commit_container(image_id: int) -> None:
-    """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving"."""
-    image = (
-        Image.objects.filter(pk=image_id, state=ImageState.SAVING)
-        .select_related("parent", "owner", "source_workspace")
-        .first()
-    )
-    if image is None:
-        return
+    """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving".
+
+    Safe to run twice: a save whose worker died is committed again from the
+    start (the same tag, replaced).
+    """
+    if not _claim(image_id):
+        return  # over, or another worker is on it
+    image = Image.objects.select_related("parent", "owner", "source_workspace").get(pk=image_id)
+    rows = Image.objects.filter(pk=image_id, state=ImageState.SAVING)
     try:
-        _commit(image)
+        with leases.Renewing(lambda: rows.update(leased_until=leases.lease_end()), f"save {image_id}"):
+            _commit(image)
     except Exception as exc:
         logger.exception("Saving image %s failed", image_id)
         try:
@@ -94,3 +112,19 @@ def commit_container(image_id: int) -> None:
         except Exception:
             # The database itself is failing: the reconcile pass fails the row later.
             logger.exception("Could not mark image %s failed", image_id)
+
+
+def recover_saves() -> int:
+    """Send again every save nobody holds: its worker died, or its message was lost; how many.
+
+    A save taken up too often fails, saying why (the owner may save again).
+    """
+    sent = 0
+    waited = timezone.now() - timedelta(seconds=leases.seconds())
+    for image in Image.objects.filter(leases.lapsed(), state=ImageState.SAVING, created__lt=waited):
+        if image.recoveries >= leases.max_recoveries():
+            saving.fail(image.pk, f"The save was interrupted {image.recoveries + 1} times; try saving again.")
+            continue
+        commit_container.delay(image.pk)
+        sent += 1
+    return sent

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import QuerySet
-from django.utils import timezone
+from django.db.models import F, QuerySet
 
 from .. import (
     backups,
-    classrooms,
-    display_tokens,
-    jobs,
+    leases,
     lifecycle,
-    saving,
     teaching,
     thumbnails,
 )
@@ -106,13 +101,28 @@ def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None 
     and calls ``still_working``, with which a caller renews what it holds
     for the start (a seat's start slot).
     """
-    claimed = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.PENDING, deleting=False).move(
-        state=WorkspaceState.STARTING, progress=1, message="Starting"
+    rows = Workspace.objects.filter(pk=workspace_id, deleting=False)
+    claimed = rows.filter(state=WorkspaceState.PENDING).move(
+        state=WorkspaceState.STARTING, progress=1, message="Starting", recoveries=0
     )
+    if not claimed:
+        # A start whose worker died (its lease lapsed): go on from what the
+        # engine has; start() makes only what is missing.
+        claimed = rows.filter(
+            leases.lapsed(), state=WorkspaceState.STARTING, recoveries__lt=leases.max_recoveries()
+        ).move(message="Starting again (the worker had stopped)", recoveries=F("recoveries") + 1)
     if claimed != 1:
-        return  # stopped, deleted or already claimed by another worker
+        return  # stopped, deleted, running already, or another worker is on it
     ws = Workspace.objects.select_related("owner", "display").get(pk=workspace_id)
     _announce(ws)
+    # Held while the start runs, whatever a stop or delete did to the row
+    # meanwhile: this task carries those out once the engine call returns.
+    with leases.Renewing(Workspace.objects.filter(pk=workspace_id).move, f"workspace {workspace_id}"):
+        _spawn(ws, still_working)
+
+
+def _spawn(ws: Workspace, still_working: Callable[[], None] | None) -> None:
+    workspace_id = ws.pk
 
     def progress(percent: int, message: str) -> None:
         _report(ws, percent, message)
@@ -129,6 +139,8 @@ def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None 
         # reads why, and may start it again.
         message = failure_message(exc, "Starting the workspace")
         logger.warning("workspace %s failed to start: %s", workspace_id, message)
+        if ws.recoveries:
+            _stop_leftovers(ws)
         engine_state = {"containers": _containers(ws.engine_id)}
         if not _settle(
             ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message, engine_state=engine_state
@@ -151,6 +163,18 @@ def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None 
         _carry_out_interruption(workspace_id)
 
 
+def _stop_leftovers(ws: Workspace) -> None:
+    """A start taken up again failed: what the dead run began must not keep running half-made.
+
+    (A first start removes what it made itself when it fails; this run did
+    not make what the dead one made.)
+    """
+    try:
+        backend().stop(ws.engine_id)
+    except EngineError as exc:
+        logger.warning("workspace %s: could not stop what the interrupted start began: %s", ws.pk, exc)
+
+
 def _carry_out_interruption(workspace_id: int) -> None:
     """A stop or delete arrived during the start: do it now that the start is over."""
     ws = Workspace.objects.filter(pk=workspace_id).first()
@@ -170,7 +194,8 @@ def stop_workspace(workspace_id: int, reason: str = "") -> None:
         return
     _report(ws, 50, "Stopping containers")
     try:
-        backend().stop(ws.engine_id)
+        with leases.Renewing(_holding(workspace_id), f"workspace {workspace_id}"):
+            backend().stop(ws.engine_id)
     except Exception as exc:
         # Left failed, not stopping: the user may stop it again, and the
         # reconcile looks at it with the engine's own eyes.
@@ -197,7 +222,8 @@ def remove_workspace(workspace_id: int) -> None:
     if ws is None:
         return
     try:
-        backend().remove(ws.engine_id)  # never the data volume
+        with leases.Renewing(_holding(workspace_id), f"workspace {workspace_id}"):
+            backend().remove(ws.engine_id)  # never the data volume
     except Exception as exc:
         # The row stays, marked for deletion: the reconcile tries again.
         message = "Could not delete yet: " + failure_message(exc, "Deleting the workspace")
@@ -212,10 +238,14 @@ def remove_workspace(workspace_id: int) -> None:
     )
 
 
-def _stuck(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
-    """Rows in a passing state for longer than any start could take: their task is gone."""
-    limit = timezone.now() - timedelta(seconds=lifecycle.start_deadline())
-    return Workspace.objects.filter(state__in=states, deleting=deleting, updated__lt=limit)
+def _holding(workspace_id: int) -> Callable[[], int]:
+    """What renews a workspace's lease: any move of its row does."""
+    return Workspace.objects.filter(pk=workspace_id).move
+
+
+def _lapsed(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
+    """Rows in a passing state whose lease lapsed: the task (or the message) on them is gone."""
+    return Workspace.objects.filter(leases.lapsed(), state__in=states, deleting=deleting)
 
 
 @shared_task
@@ -237,72 +267,43 @@ def expire_control() -> int:
     return teaching.expire_control_sessions()
 
 
-def _check_egress() -> int:
-    """1 when the apps' egress rules had gone (a firewall reload, a hand edit) and were put back.
+def recover_workspaces() -> int:
+    """Take up every start, stop and delete whose worker died (its lease lapsed); how many.
 
-    A start checks them, but they can go while apps run; reconcile looks
-    again each pass (one `iptables -S` when nothing changed), only while
-    some running workspace has apps. -1 when they could not be put back.
+    A pending workspace's message was lost: sent again. A start is taken up
+    again by the next spawn_workspace (it claims the lapsed lease), at most
+    LATTICE_MAX_RECOVERIES times, then fails with the reason. Stops and
+    deletes are sent again; both may run twice.
     """
-    if not Workspace.objects.filter(state=WorkspaceState.RUNNING, apps__isnull=False).exists():
-        return 0
-    try:
-        restored = backend().ensure_egress()
-    except EngineError as exc:
-        logger.error("reconcile: running apps are without their egress rules: %s", exc)
-        return -1
-    if restored:
-        logger.warning("reconcile: the apps' egress rules had gone; put back")
-    return int(restored)
-
-
-@shared_task
-def reconcile() -> dict:
-    """Bring the database and the engine's labels together.
-
-    Running rows whose containers died become failed; rows whose task died
-    (a worker killed mid-start, mid-stop, mid-delete) are taken up again;
-    workspaces the engine has but the database does not (a crash between the
-    two) are removed.
-    """
-    # What needs no engine first: the engine may be the thing that is down.
-    fixed = {
-        "failed": 0,
-        "orphans": 0,
-        "resumed": 0,
-        "stale_saves": saving.fail_stale_saves(saving.STALE_SAVE_SECONDS),
-        "stale_jobs": jobs.fail_stale(jobs.stale_job_seconds()),
-        "stale_seats": classrooms.fail_stale_seats(),
-    }
-    fixed["egress"] = _check_egress()
-    engine = backend().list_workspaces()
-    for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
-        if engine.get(ws.engine_id) != "running" and _settle(
-            ws,
-            WorkspaceState.RUNNING,
-            WorkspaceState.FAILED,
-            "The workspace's containers stopped unexpectedly; start it again.",
-            engine_state={"containers": _containers(ws.engine_id)},
-        ):
-            display_tokens.revoke(lifecycle.redis_client(), ws.pk)
-            fixed["failed"] += 1
-    for ws in _stuck([WorkspaceState.PENDING]):
-        spawn_workspace.delay(ws.pk)  # its message was lost
-        fixed["resumed"] += 1
-    for ws in _stuck([WorkspaceState.STARTING]):
-        if Workspace.objects.filter(pk=ws.pk, state=WorkspaceState.STARTING, deleting=False).move(
-            state=WorkspaceState.STOPPING, message="The start was interrupted; stopping what it began."
-        ):
+    recovered = 0
+    for ws in _lapsed([WorkspaceState.PENDING]):
+        if _holding(ws.pk)():  # renewed first: a second pass does not send it twice
+            spawn_workspace.delay(ws.pk)
+            recovered += 1
+    for ws in _lapsed([WorkspaceState.STARTING]):
+        if ws.recoveries >= leases.max_recoveries():
+            _give_up_start(ws)
+        else:
+            # Not renewed: the start's next run claims the lapsed lease itself.
+            spawn_workspace.delay(ws.pk)
+        recovered += 1
+    for ws in _lapsed([WorkspaceState.STOPPING]):
+        if _holding(ws.pk)():
             stop_workspace.delay(ws.pk)
-            fixed["resumed"] += 1
-    for ws in _stuck([WorkspaceState.STOPPING]):
-        stop_workspace.delay(ws.pk)
-        fixed["resumed"] += 1
-    for ws in _stuck(WorkspaceState.values, deleting=True):
-        remove_workspace.delay(ws.pk)
-        fixed["resumed"] += 1
-    known = set(Workspace.objects.values_list("engine_id", flat=True))
-    for engine_id in set(engine) - known:
-        backend().remove(engine_id)
-        fixed["orphans"] += 1
-    return fixed
+            recovered += 1
+    for ws in _lapsed(WorkspaceState.values, deleting=True):
+        if _holding(ws.pk)():
+            remove_workspace.delay(ws.pk)
+            recovered += 1
+    return recovered
+
+
+def _give_up_start(ws: Workspace) -> None:
+    message = (
+        f"The start was interrupted {ws.recoveries + 1} times (its worker stopped each time); "
+        "start it again, or ask an administrator to look at the worker's log."
+    )
+    if _settle(ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message[:300]):
+        _stop_leftovers(ws)
+        ws.engine_state = {"containers": _containers(ws.engine_id)}
+        Workspace.objects.filter(pk=ws.pk).update(engine_state=ws.engine_state)

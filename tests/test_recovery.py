@@ -1,0 +1,121 @@
+"""Recovery driven by the database: leases, and reconcile taking up what a dead worker left.
+
+The end-to-end proof (a real worker killed mid-broadcast) is in the chaos
+suite; these pin each piece down.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.saving_fakes import use_fake_engine
+from workspaces import jobs, leases, saving, tasks
+from workspaces.models import Image, Job, Workspace
+
+pytestmark = pytest.mark.django_db
+
+
+def lapse(model, pk: int) -> None:
+    model.objects.filter(pk=pk).update(leased_until=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.fixture
+def renewal(monkeypatch, settings):
+    """Renewal as in a worker, with a short lease so a test sees it work."""
+    settings.LATTICE_LEASE_SECONDS = 0.4
+    monkeypatch.setattr(leases, "_renewal_enabled", True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_held_lease_is_renewed_while_the_work_runs_and_lapses_after(renewal, owner):
+    job = Job.objects.create(owner=owner, kind="diagnostics", state="running")
+    with jobs.renewing(job):
+        time.sleep(1.0)  # two and a half leases
+        assert not Job.objects.filter(leases.lapsed(), pk=job.pk).exists()
+    time.sleep(0.5)
+    assert Job.objects.filter(leases.lapsed(), pk=job.pk).exists()
+
+
+def test_outside_a_worker_nothing_renews_in_the_background(owner):
+    with leases.Renewing(lambda: pytest.fail("renewed outside a worker"), "nothing") as held:
+        assert held._thread is None
+
+
+def test_a_job_whose_worker_died_is_sent_again_and_finishes(
+    owner, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = jobs.queue_job(owner, "diagnostics", tasks.run_diagnostics)
+    assert (job.task, job.task_kwargs) == ("workspaces.tasks.diagnostics.run_diagnostics", {})
+    assert jobs.claim(job.pk) is not None  # a worker took it...
+    assert jobs.claim(job.pk) is None  # ...and holds it: a second run leaves it alone
+    lapse(Job, job.pk)  # ...and died
+    sent = []
+    monkeypatch.setattr(
+        tasks.run_diagnostics,
+        "delay",
+        lambda **kwargs: sent.append(kwargs) or tasks.run_diagnostics(**kwargs),
+    )
+
+    assert tasks.reconcile()["jobs"] == 1
+
+    assert sent == [{"job_id": job.pk}]
+    job.refresh_from_db()
+    assert job.state in ("done", "failed") and job.recoveries == 1
+    assert "Checking" not in job.message  # it ran to its end
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_once_per_lapse(
+    owner, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = jobs.queue_job(owner, "collect", tasks.collect_classroom, classroom_id=7)
+    sent = []
+    monkeypatch.setattr(tasks.collect_classroom, "delay", lambda **kwargs: sent.append(kwargs))
+    assert jobs.recover_lapsed() == 0  # its message may still be on its way
+    lapse(Job, job.pk)
+    assert jobs.recover_lapsed() == 1
+    assert jobs.recover_lapsed() == 0  # the lease was renewed as it was sent
+    assert sent == [{"job_id": job.pk, "classroom_id": 7}]
+
+
+def test_a_job_taken_up_too_often_fails_with_the_reason(owner, settings):
+    job = Job.objects.create(
+        owner=owner, kind="build", state="running", task="x", recoveries=settings.LATTICE_MAX_RECOVERIES
+    )
+    lapse(Job, job.pk)
+    jobs.recover_lapsed()
+    job.refresh_from_db()
+    assert job.state == "failed" and "worker stopped 4 times" in job.message
+
+
+def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatch):
+    engine = use_fake_engine(settings)
+    monkeypatch.setattr(tasks.commit_container, "delay", tasks.commit_container)
+    desktop = Image.objects.create(
+        slug="desktop", reference="lattice/desktop:latest", kind="display", title="D"
+    )
+    ide = Image.objects.create(slug="ide", reference="lattice/ide:latest", kind="app", title="IDE")
+    ws = Workspace.objects.create(owner=owner, display=desktop, state="running")
+    ws.apps.set([ide])
+    image = saving.save(ws, "ide", "my-ide", "")
+    Image.objects.filter(pk=image.pk).update(created=timezone.now() - timedelta(minutes=1))
+    tasks.commit_container(image.pk)  # nobody held it: this run takes it
+    assert Image.objects.get(pk=image.pk).state == "ready"
+
+    again = saving.save(ws, "ide", "my-ide", "")
+    Image.objects.filter(pk=again.pk).update(
+        created=timezone.now() - timedelta(minutes=1), leased_until=timezone.now() + timedelta(minutes=1)
+    )
+    tasks.commit_container(again.pk)  # a live worker holds it
+    assert Image.objects.get(pk=again.pk).state == "saving"
+    lapse(Image, again.pk)  # it died
+    commits = len([c for c in engine.calls if c[0] == "commit"])
+    assert tasks.reconcile()["saves"] == 1
+    again.refresh_from_db()
+    assert (again.state, again.recoveries) == ("ready", 1)
+    assert len([c for c in engine.calls if c[0] == "commit"]) == commits + 1

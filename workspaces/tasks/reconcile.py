@@ -1,0 +1,93 @@
+"""Reconcile: the pass that keeps nothing stuck and the database and the engine together.
+
+It runs every LATTICE_RECONCILE_INTERVAL seconds (beat) and when a worker
+starts. What needs no engine comes first (the engine may be what is down):
+steps whose worker died are taken up again (their leases lapsed,
+workspaces/leases.py), broadcasts whose seats are all over end. Then the
+engine: running workspaces whose containers died fail, workspaces the engine
+has and the database does not are removed. When nothing changed a pass is a
+few indexed queries and one listing of the engine's containers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_init, worker_ready
+
+from .. import display_tokens, jobs, leases, lifecycle, saving
+from ..engine.base import EngineError
+from ..engine_access import backend
+from ..models import Workspace, WorkspaceState
+from .classroom import finish_broadcasts, recover_seats
+from .saved_image import recover_saves
+from .workspace import _containers, _settle, recover_workspaces
+
+logger = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _worker_starts(**_) -> None:
+    """In a worker, held leases are renewed (a lapse then means the worker died)."""
+    leases.enable_renewal()
+
+
+@worker_ready.connect
+def _recover_at_once(**_) -> None:
+    """A worker back from a crash takes up what the dead one left without waiting for beat."""
+    reconcile.delay()
+
+
+@shared_task
+def reconcile() -> dict:
+    """One pass; what it fixed, by kind."""
+    fixed = {
+        "workspaces": recover_workspaces(),
+        "seats": recover_seats(),
+        "jobs": jobs.recover_lapsed(),
+        "saves": recover_saves(),
+        "broadcasts": finish_broadcasts(),
+        "stale_saves": saving.fail_stale_saves(saving.STALE_SAVE_SECONDS),
+        "stale_jobs": jobs.fail_stale(jobs.stale_job_seconds()),
+        "failed": 0,
+        "orphans": 0,
+    }
+    fixed["egress"] = _check_egress()
+    engine = backend().list_workspaces()
+    for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
+        if engine.get(ws.engine_id) != "running" and _settle(
+            ws,
+            WorkspaceState.RUNNING,
+            WorkspaceState.FAILED,
+            "The workspace's containers stopped unexpectedly; start it again.",
+            engine_state={"containers": _containers(ws.engine_id)},
+        ):
+            display_tokens.revoke(lifecycle.redis_client(), ws.pk)
+            fixed["failed"] += 1
+    known = set(Workspace.objects.values_list("engine_id", flat=True))
+    for engine_id in set(engine) - known:
+        backend().remove(engine_id)
+        fixed["orphans"] += 1
+    if any(fixed.values()):
+        logger.info("reconcile: %s", {k: v for k, v in fixed.items() if v})
+    return fixed
+
+
+def _check_egress() -> int:
+    """1 when the apps' egress rules had gone (a firewall reload, a hand edit) and were put back.
+
+    A start checks them, but they can go while apps run; reconcile looks
+    again each pass (one `iptables -S` when nothing changed), only while
+    some running workspace has apps. -1 when they could not be put back.
+    """
+    if not Workspace.objects.filter(state=WorkspaceState.RUNNING, apps__isnull=False).exists():
+        return 0
+    try:
+        restored = backend().ensure_egress()
+    except EngineError as exc:
+        logger.error("reconcile: running apps are without their egress rules: %s", exc)
+        return -1
+    if restored:
+        logger.warning("reconcile: the apps' egress rules had gone; put back")
+    return int(restored)

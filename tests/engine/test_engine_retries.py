@@ -30,7 +30,7 @@ class StumblingApi:
         self.failures = failures
         self.calls = 0
 
-    def containers(self, all: bool, filters: dict) -> list[dict]:  # noqa: A002  (docker-py's name)
+    def containers(self, all: bool, filters: dict) -> list[dict]:
         self.calls += 1
         if self.calls <= self.failures:
             raise self.error

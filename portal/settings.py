@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into our 429 page.
     "axes.middleware.AxesMiddleware",
+    # Redis away: pages answer 503 "try again in a moment", not 500 (workspaces/outages.py).
+    "workspaces.outages.RedisOutageMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -209,6 +211,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis down or frozen: queueing a task fails within seconds, and the request
+# answers 503 (workspaces/outages.py). kombu's default is to wait forever.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 3}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 # Thumbnail captures read students' displays, which may be hostile or just
 # slow: they have a queue of their own, served by a worker of their own
 # (Procfile "captures", deploy/systemd/lattice-captures.service), so a stuck

@@ -164,3 +164,39 @@ async def test_a_task_in_a_real_celery_worker_reports_progress_to_the_socket(own
     job = await sync_to_async(Job.objects.get)(pk=job_id)
     assert job.state == "done" and job.finished is not None
     await asyncio.sleep(0)
+
+
+async def test_a_redis_restarted_empty_makes_the_socket_close_so_the_page_resyncs(owner):
+    """Its groups went with Redis: the next ping closes the socket (1012), and events.js reconnects."""
+    from workspaces.consumers import CLOSE_RESYNC, EPOCH_KEY
+    from workspaces.lifecycle import redis_client
+
+    tab, connected, _ = await _connect(owner)
+    assert connected
+    await tab.send_json_to({"type": "ping"})
+    assert await tab.receive_json_from(timeout=5) == {"type": "pong"}
+    await sync_to_async(redis_client().delete)(EPOCH_KEY)  # what a restart without persistence does
+    await tab.send_json_to({"type": "ping"})
+    assert await tab.receive_output(timeout=5) == {"type": "websocket.close", "code": CLOSE_RESYNC}
+    await tab.disconnect()
+    # A new socket hears events again.
+    again, connected, _ = await _connect(owner)
+    assert connected
+    await sync_to_async(publish)(owner.pk, {"type": "workspace", "id": 1, "state": "running"})
+    assert (await again.receive_json_from(timeout=5))["state"] == "running"
+    await again.disconnect()
+
+
+async def test_with_redis_away_the_socket_is_closed_for_a_retry_not_crashed(owner, settings, monkeypatch):
+    import redis.exceptions
+
+    from workspaces import consumers
+
+    async def away():
+        raise redis.exceptions.ConnectionError("Error 111 connecting: Connection refused.")
+
+    monkeypatch.setattr(consumers, "_redis_epoch", away)
+    tab, connected, _ = await _connect(owner)
+    assert connected
+    assert await tab.receive_output(timeout=5) == {"type": "websocket.close", "code": consumers.CLOSE_RESYNC}
+    await tab.disconnect()

@@ -213,6 +213,20 @@ onEvent("seat-workspace", (event) => {
   update(card);
 });
 
+onEvent("connected", async () => {
+  // The live socket (re)opened: seat events sent while it was down were lost,
+  // so the broadcast and the collect job are asked for as they are now.
+  try {
+    if (broadcast) {
+      broadcast = await api("GET", `/api/broadcasts/${broadcast.id}/`);
+      resetSeats();
+    }
+    if (collectJob !== null) showCollect(await api("GET", `/api/jobs/${collectJob}/`));
+  } catch {
+    /* the portal did not answer: the next reconnect asks again */
+  }
+});
+
 document.getElementById("broadcast-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const form = e.target;

@@ -7,6 +7,7 @@
 const indicator = document.getElementById("live-indicator");
 const CLOSE_UNAUTHENTICATED = 4401; // workspaces/consumers.py
 const PING_EVERY_MS = 25000; // under every proxy's idle timeout
+const STABLE_MS = 5000; // open this long: the next drop starts again from a short pause
 let delay = 500;
 
 function dispatch(event) {
@@ -17,8 +18,9 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws/events/`);
   let pinger = null;
+  let openedAt = null;
   socket.addEventListener("open", () => {
-    delay = 500;
+    openedAt = Date.now();
     indicator?.classList.add("on");
     pinger = setInterval(() => socket.send(JSON.stringify({ type: "ping" })), PING_EVERY_MS);
     dispatch({ type: "connected" });
@@ -36,6 +38,9 @@ function connect() {
       if (indicator) indicator.title = "Signed out: reload the page to sign in again";
       return;
     }
+    // The pause grows until a socket stays open: the server accepts and then
+    // closes at once while Redis is away (1012), and that must not be a loop.
+    if (openedAt !== null && Date.now() - openedAt > STABLE_MS) delay = 500;
     setTimeout(connect, delay);
     delay = Math.min(delay * 2, 10000);
   });

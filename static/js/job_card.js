@@ -20,6 +20,16 @@ export function jobButton(card, button, url, { onEnd = () => {}, onStart = () =>
     else if (current === null) early.set(job.id, job);
   });
 
+  onEvent("connected", async () => {
+    // Events sent while the live socket was down were lost: the job as it is now.
+    if (current === null || !button.disabled) return;
+    try {
+      render(await api("GET", `/api/jobs/${current}/`));
+    } catch {
+      /* the portal did not answer: the events still come */
+    }
+  });
+
   button.addEventListener("click", async () => {
     button.disabled = true;
     current = null;

@@ -108,6 +108,19 @@ onEvent("workspace", (event) => {
   render();
 });
 
+onEvent("connected", async () => {
+  // The live socket (re)opened: events sent while it was down (Redis
+  // restarted, the network blinked) were lost, so the list is asked for anew.
+  try {
+    const fresh = await api("GET", "/api/workspaces/");
+    workspaces.clear();
+    for (const ws of fresh) workspaces.set(ws.id, ws);
+    render();
+  } catch {
+    /* the portal did not answer: the next reconnect asks again */
+  }
+});
+
 const form = document.getElementById("launch-form");
 form?.addEventListener("submit", async (e) => {
   e.preventDefault();

@@ -7,6 +7,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..outages import RETRY_AFTER, redis_outage
 from ..refusals import Refusal
 
 
@@ -21,6 +22,12 @@ def _first_message(data) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    outage = redis_outage(exc)
+    if outage is not None:
+        # Redis away: a 503 to ask again, not a 500 (its code lets a client tell it apart).
+        return Response(
+            {"detail": str(outage), "code": outage.code}, status=503, headers={"Retry-After": RETRY_AFTER}
+        )
     if isinstance(exc, Refusal):
         # A service said no: its message, with the status its kind of refusal has.
         return Response({"detail": str(exc)}, status=exc.status)

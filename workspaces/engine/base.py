@@ -1,8 +1,9 @@
 """The contract every engine backend keeps, and the errors it raises.
 
 A backend turns a WorkspaceSpec into running containers and reports what the
-engine really has. It never decides anything: timeouts, retries and the
-database live above it.
+engine really has. It never decides anything: timeouts, retrying work and
+the database live above it. (Backends may try a call that is safe to repeat
+again when the engine only stumbled: docker's do, engine/retries.py.)
 """
 
 from __future__ import annotations

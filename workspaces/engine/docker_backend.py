@@ -48,6 +48,7 @@ from .errors import (
     StartFailed,
     StartTimeout,
 )
+from .retries import idempotent
 from .specs import ContainerSpec, ContainerState, Endpoint, WorkspaceSpec
 
 logger = logging.getLogger(__name__)
@@ -642,6 +643,7 @@ class DockerBackend(
 
     # -- stop / remove ----------------------------------------------------
 
+    @idempotent
     def stop(self, workspace_id: str) -> None:
         rows = [r for r in self._rows(workspace_id) if r["State"] in ("running", "restarting", "paused")]
         with _translated("Stopping the workspace"):
@@ -680,6 +682,7 @@ class DockerBackend(
                 return
         _ignore_missing(lambda: self.api.stop(container, timeout=0))
 
+    @idempotent
     def remove(self, workspace_id: str) -> None:
         rows = self._rows(workspace_id)
         with _translated("Removing the workspace"):
@@ -717,9 +720,11 @@ class DockerBackend(
         # Some up, some down: a display or an app died under the user.
         return FAILED
 
+    @idempotent
     def poll(self, workspace_id: str) -> str:
         return self._workspace_state(self._rows(str(workspace_id)))
 
+    @idempotent
     def containers(self, workspace_id: str) -> list[ContainerState]:
         rows = self._rows(str(workspace_id))
         rows.sort(
@@ -734,6 +739,7 @@ class DockerBackend(
             for r in rows
         ]
 
+    @idempotent
     def endpoint(self, workspace_id: str) -> Endpoint | None:
         ws = str(workspace_id)
         for r in self._rows(ws):
@@ -744,6 +750,7 @@ class DockerBackend(
                 return Endpoint(path=self._socket_path(ws), container_id=r["Id"], server_pid=pid or 0)
         return None
 
+    @idempotent
     def list_workspaces(self) -> dict[str, str]:
         by_ws: dict[str, list[dict[str, Any]]] = {}
         for r in self._rows():
@@ -769,6 +776,7 @@ class DockerBackend(
 
     # -- images -----------------------------------------------------------
 
+    @idempotent
     def image_labels(self, image: str) -> dict[str, str]:
         with _translated(f"Reading image {image}"):
             try:
@@ -777,6 +785,7 @@ class DockerBackend(
                 raise ImageNotFound(f"The image {image} is not on this engine.") from exc
         return dict(info.get("Config", {}).get("Labels") or {})
 
+    @idempotent
     def list_images(self) -> list[dict[str, Any]]:
         """Images carrying lattice.* labels, one entry per image id.
 

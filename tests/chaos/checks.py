@@ -150,6 +150,7 @@ class Grants:
 
     origin: str
     unused: list[tuple[int, dict]] = field(default_factory=list)
+    tried: int = 0  # tokens of stopped or deleted workspaces tried so far
 
     def add(self, workspace_id: int, grant: dict) -> None:
         self.unused.append((workspace_id, grant))
@@ -164,6 +165,7 @@ class Grants:
             state = (
                 Workspace.objects.filter(pk=workspace_id).values_list("state", flat=True).first() or "gone"
             )
+            self.tried += 1
             if opens(grant, self.origin):
                 opened.append(f"a display token of workspace {workspace_id} ({state}) still opens it")
         self.unused = keep

@@ -80,6 +80,17 @@ class Stack:
             self.processes.pop(name).kill()
         return time.monotonic()
 
+    def exited(self) -> list[str]:
+        """Processes that ended on their own (nobody killed them): a crash the harness did not cause."""
+        gone = [
+            f"{name} exited by itself (code {process.proc.returncode}):\n{self.log_tail(name, 15)}"
+            for name, process in self.processes.items()
+            if process.proc.poll() is not None
+        ]
+        if self.redis.proc is not None and self.redis.proc.poll() is not None:
+            gone.append(f"redis exited by itself (code {self.redis.proc.returncode})")
+        return gone
+
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of the current incarnation's log (for a failure's message)."""
         process = self.processes.get(name)

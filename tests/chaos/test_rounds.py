@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.chaos.people import people
-from tests.chaos.rounds import RECOVERY, Chaos
+from tests.chaos.rounds import DESKTOP, RECOVERY, Chaos, wait_until
+from workspaces.models import Workspace
 
 pytestmark = [pytest.mark.chaos, pytest.mark.docker]
 
@@ -18,15 +21,18 @@ def test_rounds_of_kill_9(stack, chaos_rng, say, request):
         stack.web_url, "chaos-teacher", [f"chaos-pupil{n}" for n in (1, 2, 3)], ["ada", "grace", "alan"]
     )
     chaos = Chaos(stack, teacher, members, loners, classroom, chaos_rng)
-    for person in loners[:2]:  # something running (with files and tokens) from the first round on
-        person.call("POST", "/api/workspaces/", {"display": "desktop", "apps": []})
+    # Something running (with files and tokens) from the first round on.
+    first = [person.call("POST", "/api/workspaces/", DESKTOP)[1]["id"] for person in loners[:2]]
+    assert wait_until(
+        lambda: Workspace.objects.filter(pk__in=first, state="running").count() == 2, time.monotonic() + 60
+    ), list(Workspace.objects.values_list("state", "message"))
 
     for round_no in range(1, rounds + 1):
         outcome = chaos.round(round_no)
         recovered = f"{outcome.recovered_in:.1f} s" if outcome.recovered_in is not None else "NOT RECOVERED"
         say(
             f"seed {seed} round {round_no}/{rounds}: killed {outcome.victim} at +{outcome.killed_at:.1f}s, "
-            f"back at +{outcome.back_at:.1f}s, recovered in {recovered}"
+            f"back at +{outcome.back_at:.1f}s, recovered in {recovered}; {outcome.checked}"
         )
         for action in outcome.actions:
             say(f"    {action}")

@@ -1,10 +1,14 @@
-.PHONY: run test images lint bench clean-containers
+.PHONY: run test test-chaos images lint bench clean-containers
 
 run:
 	@scripts/run
 
 test:
 	@scripts/test
+
+# Kills Lattice's processes at random while people use it: make test-chaos ARGS='--chaos-seed 7'
+test-chaos:
+	@scripts/test-chaos $(ARGS)
 
 images:
 	@scripts/build-images $(IMAGES)

@@ -7,6 +7,7 @@ the same class, and a stranger who must see nothing.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -96,13 +97,10 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker):
-    """A real Celery worker on the test Redis and the test database."""
-    with django_db_blocker.unblock():
-        env = _child_env()
+def start_worker(name: str, env: dict[str, str], *options: str) -> Process:
+    """A real Celery worker (threads, as `make run` runs it), once it is ready for tasks."""
     worker = Process(
-        "celery-worker",
+        name,
         [
             sys.executable,
             "-m",
@@ -112,35 +110,22 @@ def celery_worker_process(django_db_setup, django_db_blocker):
             "worker",
             "--loglevel",
             "INFO",
-            "--concurrency",
-            "8",
             "--pool",
             "threads",
             "--without-gossip",
             "--without-mingle",
-            "--hostname",
-            "test@%h",
+            *options,
         ],
         env,
     )
     worker.wait_for_log("ready.")
-    yield worker
-    worker.stop()
+    return worker
 
 
-@pytest.fixture(scope="session")
-def live_server_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="session")
-def live_server_url(django_db_setup, django_db_blocker, live_server_port, display_proxy_url):
+def start_web(name: str, port: int, env: dict[str, str]) -> Process:
     """The real ASGI app (pages, API, websockets) under uvicorn, as `make run` serves it."""
-    port = live_server_port
-    with django_db_blocker.unblock():
-        env = _child_env(LATTICE_DISPLAY_PROXY_URL=display_proxy_url)
     server = Process(
-        "uvicorn",
+        name,
         [
             sys.executable,
             "-m",
@@ -156,6 +141,31 @@ def live_server_url(django_db_setup, django_db_blocker, live_server_port, displa
         env,
     )
     wait_for_port(port, timeout=30)
+    return server
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """A real Celery worker on the test Redis and the test database."""
+    with django_db_blocker.unblock():
+        env = _child_env()
+    worker = start_worker("celery-worker", env, "--concurrency", "8", "--hostname", "test@%h")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup, django_db_blocker, live_server_port, display_proxy_url):
+    """The real ASGI app (pages, API, websockets) under uvicorn, as `make run` serves it."""
+    port = live_server_port
+    with django_db_blocker.unblock():
+        env = _child_env(LATTICE_DISPLAY_PROXY_URL=display_proxy_url)
+    server = start_web("uvicorn", port, env)
     yield f"http://127.0.0.1:{port}"
     server.stop()
 
@@ -220,9 +230,9 @@ def until(page, condition, what: str, timeout: float = 10) -> None:
         page.wait_for_timeout(50)
 
 
-def start_display_proxy(name: str, origins: str, **env: str) -> tuple[Process, str]:
-    """A real display proxy (websockify + our token plugin) on a free port, and its URL."""
-    port = free_port()
+def start_display_proxy(name: str, origins: str, port: int | None = None, **env: str) -> tuple[Process, str]:
+    """A real display proxy (websockify + our token plugin) on ``port`` (a free one by default), and its URL."""
+    port = port or free_port()
     proxy = Process(
         name,
         [
@@ -283,3 +293,49 @@ def engine(settings, display_proxy_url, celery_worker_process):
     ).stdout.split()
     if volumes:
         subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)
+
+
+# --- the chaos suite (tests/chaos, make test-chaos): only with --chaos, and then alone ---
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaos", "the chaos suite (make test-chaos)")
+    group.addoption(
+        "--chaos", action="store_true", help="run the chaos suite (tests marked chaos) and nothing else"
+    )
+    group.addoption(
+        "--chaos-seed",
+        type=int,
+        default=None,
+        help="the rounds' seed (default: LATTICE_CHAOS_SEED, else random)",
+    )
+    group.addoption("--chaos-rounds", type=int, default=6, help="how many rounds of kills (default 6)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One seed for the whole run, chosen before any test, so the header can say it.
+    if config.getoption("chaos_seed") is None:
+        seed = os.environ.get("LATTICE_CHAOS_SEED")
+        config.option.chaos_seed = int(seed) if seed else random.SystemRandom().randrange(1_000_000)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not config.getoption("chaos"):
+        return None
+    return (
+        f"chaos seed: {config.getoption('chaos_seed')}, rounds: {config.getoption('chaos_rounds')} "
+        f"(again: --chaos-seed {config.getoption('chaos_seed')})"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The chaos suite kills processes and takes minutes: it runs under --chaos, and alone.
+
+    The tests left out are reported as deselected, so a run that keeps none
+    ends with "no tests ran" (exit 5), which scripts/test and scripts/test-chaos fail on.
+    """
+    chaos = config.getoption("chaos")
+    kept = [item for item in items if (item.get_closest_marker("chaos") is not None) == chaos]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

@@ -62,6 +62,12 @@ class Process:
             time.sleep(0.1)
         raise RuntimeError(f"{self.log_path.name}: no {text!r}:\n{self.log_path.read_text()[-3000:]}")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean-up of its own runs."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -76,32 +82,88 @@ def redis_server_command(port: int, server: str = "redis-server") -> list[str]:
     return [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
 
 
-def _start_redis() -> str:
-    server = shutil.which("redis-server")
-    if server is None:
-        raise RuntimeError(
-            "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
+class RunRedis:
+    """The run's own redis-server, which the chaos suite may kill -9 and start again.
+
+    Throw-away by default; ``make_persistent`` turns the append-only file on
+    (as a production Redis keeps the queue), and a restart then loads it.
+    """
+
+    def __init__(self) -> None:
+        self.server = shutil.which("redis-server")
+        if self.server is None:
+            raise RuntimeError(
+                "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
+            )
+        self.port = free_port()
+        self.workdir = tempfile.mkdtemp(prefix="lattice-test-redis-")
+        self.persistent = False
+        # As under `make run` (scripts/redis): the default user has the password in
+        # var/redis-password, only its hash written down, none in the process list.
+        password_file = ROOT / "var" / "redis-password"
+        if not password_file.exists():
+            raise RuntimeError("var/redis-password is missing: run scripts/setup test")
+        self.password = password_file.read_text().strip()
+        self.acl = Path(self.workdir) / "users.acl"
+        self.acl.write_text(
+            f"user default on #{hashlib.sha256(self.password.encode()).hexdigest()} ~* &* +@all\n"
         )
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="lattice-test-redis-")
-    # As under `make run` (scripts/redis): the default user has the password in
-    # var/redis-password, only its hash written down, none in the process list.
-    password_file = ROOT / "var" / "redis-password"
-    if not password_file.exists():
-        raise RuntimeError("var/redis-password is missing: run scripts/setup test")
-    password = password_file.read_text().strip()
-    acl = Path(workdir) / "users.acl"
-    acl.write_text(f"user default on #{hashlib.sha256(password.encode()).hexdigest()} ~* &* +@all\n")
-    proc = subprocess.Popen(
-        [*redis_server_command(port, server), "--dir", workdir, "--aclfile", str(acl)],
-        stdout=subprocess.DEVNULL,
-    )
-    atexit.register(lambda: (proc.terminate(), proc.wait(5), shutil.rmtree(workdir, ignore_errors=True)))
-    wait_for_port(port)
-    return f"redis://:{password}@127.0.0.1:{port}/0"
+        self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        argv = [
+            *redis_server_command(self.port, self.server),
+            "--dir",
+            self.workdir,
+            "--aclfile",
+            str(self.acl),
+        ]
+        if self.persistent:
+            argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def make_persistent(self) -> None:
+        """Keep every write in the append-only file from now on, as a restart will read it."""
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        client.config_set("appendonly", "yes")
+        deadline = time.monotonic() + 30
+        while (
+            client.info("persistence")["aof_rewrite_in_progress"]
+            or client.info("persistence")["aof_rewrite_scheduled"]
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test Redis did not write its append-only file within 30 s")
+            time.sleep(0.05)
+        client.close()
+        self.persistent = True
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed but what the append-only file already has."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-os.environ["REDIS_URL"] = os.environ.get("LATTICE_TEST_REDIS_URL") or _start_redis()
+def _start_redis() -> RunRedis:
+    redis_server = RunRedis()
+    atexit.register(redis_server.close)
+    return redis_server
+
+
+# None when LATTICE_TEST_REDIS_URL names a Redis of someone else's.
+REDIS: RunRedis | None = None if os.environ.get("LATTICE_TEST_REDIS_URL") else _start_redis()
+os.environ["REDIS_URL"] = REDIS.url if REDIS else os.environ["LATTICE_TEST_REDIS_URL"]
 os.environ.setdefault("LATTICE_ENGINE_PREFIX", leftovers.run_prefix())
 leftovers.remove_stale()
 if os.environ["LATTICE_ENGINE_PREFIX"] == leftovers.run_prefix():

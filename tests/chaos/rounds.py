@@ -38,6 +38,7 @@ class Outcome:
     recovered_in: float | None  # seconds after back_at; None: not within RECOVERY
     problems: list[str] = field(default_factory=list)
     checked: str = ""  # how much the file and token checks covered so far
+    notes: list[str] = field(default_factory=list)  # expected crashes, restarted as a supervisor does
 
 
 class Chaos:
@@ -170,8 +171,21 @@ class Chaos:
         killer.join()
         time.sleep(max(0.0, killed[0] + down_for - time.monotonic()))
         back = self.stack.start(victim)
-        recovered_in = wait_until(lambda: not (transient() or orphans()), back + RECOVERY)
+        crashes: list[str] = []
+
+        def settled() -> bool:
+            crashes.extend(self.stack.restart_crashed())
+            return not (transient() or orphans())
+
+        recovered_in = wait_until(settled, back + RECOVERY)
         outcome = Outcome(done, victim, killed[0] - start, back - start, recovered_in and recovered_in - back)
+        for crash in crashes:
+            if victim == "redis" and crash.startswith("worker exited") and "restore_unacked" in crash:
+                outcome.notes.append(
+                    "the worker exited with Redis (kombu's restore_unacked) and was restarted"
+                )
+            else:
+                outcome.problems.append(crash)
         outcome.problems += self.stack.exited()
         if recovered_in is None:
             outcome.problems += [

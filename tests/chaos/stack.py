@@ -91,6 +91,23 @@ class Stack:
             gone.append(f"redis exited by itself (code {self.redis.proc.returncode})")
         return gone
 
+    def restart_crashed(self) -> list[str]:
+        """Start again what ended on its own, as make run's supervisor (and systemd) does; what it was.
+
+        One such crash is known and expected: a Redis killed under a worker
+        holding unacknowledged messages makes Celery's worker exit
+        ("Unrecoverable error: AttributeError ... 'hostname'" in kombu's
+        restore_unacked), and its supervisor starts it again.
+        """
+        crashed = [name for name, process in self.processes.items() if process.proc.poll() is not None]
+        said = []
+        for name in crashed:
+            said.append(
+                f"{name} exited by itself (code {self.processes[name].proc.returncode}):\n{self.log_tail(name, 40)}"
+            )
+            self.start(name)
+        return said
+
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The end of the current incarnation's log (for a failure's message)."""
         process = self.processes.get(name)

@@ -36,6 +36,8 @@ def test_rounds_of_kill_9(stack, chaos_rng, say, request):
         )
         for action in outcome.actions:
             say(f"    {action}")
+        for note in outcome.notes:
+            say(f"    note: {note}")
         assert not outcome.problems, (
             f"seed {seed} round {round_no} ({outcome.victim} killed), within {RECOVERY:.0f} s:\n  "
             + "\n  ".join(outcome.problems)

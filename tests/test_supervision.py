@@ -170,7 +170,7 @@ def test_a_second_make_run_says_the_first_is_running_and_leaves_it_alone(stack):
 
 def test_after_the_supervisor_is_killed_make_run_takes_over_what_it_left(stack):
     old = stack.runs[-1]
-    supervisor = int((stack.var / "run" / "pid").read_text())
+    supervisor = int((stack.var / "run" / "supervisord.pid").read_text())
     left = stack.pids()
     os.kill(supervisor, signal.SIGKILL)
     old.proc.wait(10)

@@ -1,7 +1,11 @@
-.PHONY: run test test-chaos images lint bench clean-containers
+.PHONY: run stop test test-chaos images lint bench clean-containers
 
 run:
 	@scripts/run
+
+# Stops the make run of this folder (from another terminal).
+stop:
+	@scripts/supervise stop
 
 test:
 	@scripts/test

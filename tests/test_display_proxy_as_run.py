@@ -96,15 +96,18 @@ def var_password(name: str) -> str:
 
 
 @pytest.mark.parametrize("found", ["none", "one without a password"])
-def test_under_make_run_redis_refuses_the_default_user_without_its_password(found):
+def test_under_make_run_redis_refuses_the_default_user_without_its_password(found, tmp_path):
     """scripts/redis, starting its own Redis or reusing one whose default user has no password."""
     port = free_port()
     started = []
     if found != "none":
         started.append(Process("redis-plain", redis_server_command(port), dict(os.environ)))
         wait_for_port(port)
+    # Its data in a folder of its own: make run's Redis persists its data.
     script = Process(
-        "redis-as-run", [str(ROOT / "scripts" / "redis")], dict(os.environ, REDIS_PORT=str(port))
+        "redis-as-run",
+        [str(ROOT / "scripts" / "redis")],
+        dict(os.environ, REDIS_PORT=str(port), LATTICE_VAR_DIR=str(tmp_path)),
     )
     started.append(script)
     try:

@@ -24,6 +24,7 @@ lint:
 bench:
 	.venv/bin/python bench/spawn.py
 	.venv/bin/python bench/broadcast.py
+	.venv/bin/python bench/reconcile.py
 
 # Removes every container and network Lattice started; data volumes are kept.
 clean-containers:

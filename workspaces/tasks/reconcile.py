@@ -55,8 +55,13 @@ def reconcile() -> dict:
     }
     fixed["egress"] = _check_egress()
     engine = backend().list_workspaces()
-    for ws in Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False):
-        if engine.get(ws.engine_id) != "running" and _settle(
+    running = Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False)
+    # Ids first: at rest every one is running, and no row needs loading whole.
+    dead = [
+        pk for pk, engine_id in running.values_list("pk", "engine_id") if engine.get(engine_id) != "running"
+    ]
+    for ws in running.filter(pk__in=dead):
+        if _settle(
             ws,
             WorkspaceState.RUNNING,
             WorkspaceState.FAILED,

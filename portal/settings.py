@@ -225,10 +225,19 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # (Procfile "captures", deploy/systemd/lattice-captures.service), so a stuck
 # capture never sits in front of a workspace start. A worker started without
 # -Q serves both (the tests' worker does); the Procfile names its queue.
+#
+# Reconcile has a queue of its own too ("upkeep", served by the captures
+# worker): a broadcast holds every thread of the main worker for as long as
+# its starts take, and the pass that takes up a dead worker's steps must not
+# wait behind them.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CAPTURES_QUEUE = "captures"
-CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CAPTURES_QUEUE))
-CELERY_TASK_ROUTES = {"workspaces.tasks.workspace.capture_thumbnail": {"queue": CAPTURES_QUEUE}}
+UPKEEP_QUEUE = "upkeep"
+CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CAPTURES_QUEUE), Queue(UPKEEP_QUEUE))
+CELERY_TASK_ROUTES = {
+    "workspaces.tasks.workspace.capture_thumbnail": {"queue": CAPTURES_QUEUE},
+    "workspaces.tasks.reconcile.reconcile": {"queue": UPKEEP_QUEUE},
+}
 # A capture ends by itself within its deadline (workspaces/rfb.py); the time
 # limits are the worker's backstop (enforced by its prefork pool).
 LATTICE_CAPTURE_DEADLINE = env.number("LATTICE_CAPTURE_DEADLINE", 10.0, minimum=1)

@@ -232,7 +232,7 @@ def test_a_seat_left_starting_by_a_dead_worker_is_taken_up_again(fake_engine, ma
 
     fixed = tasks.reconcile()
 
-    assert fixed["seats"] == 1
+    assert fixed["seats"] == 1 and fixed["workspaces"] == 1
     stuck.refresh_from_db()
     alive.refresh_from_db()
     # Went on from where it was: the same workspace, now running; no second one made.

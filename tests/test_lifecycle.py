@@ -219,7 +219,7 @@ def test_reconcile_takes_up_work_whose_task_died(owner, desktop, engine, monkeyp
     for ws in (pending, starting, stopping, deleting):
         long_ago(ws)
     fixed = tasks.reconcile()
-    # The start is taken up again (the next spawn_workspace claims the lapsed lease), not stopped.
+    # The start is handed back to the queue (one more recovery counted), not stopped.
     assert sorted(queued) == sorted(
         [
             ("spawn_workspace", pending.pk),
@@ -229,22 +229,30 @@ def test_reconcile_takes_up_work_whose_task_died(owner, desktop, engine, monkeyp
         ]
     )
     assert fixed["workspaces"] == 4
-    assert Workspace.objects.get(pk=starting.pk).state == "starting"
+    taken_up = Workspace.objects.get(pk=starting.pk)
+    assert (taken_up.state, taken_up.recoveries) == ("pending", 1)
+    assert "worker had stopped" in taken_up.message
     assert Workspace.objects.get(pk=fresh.pk).state == "starting"
-    # Sent once: the pending, stopping and deleting rows' leases were renewed as they were sent.
+    # Sent once: every row's lease was renewed, conditionally, as it was sent.
     queued.clear()
     tasks.reconcile()
-    assert queued == [("spawn_workspace", starting.pk)]
+    assert queued == []
 
 
-def test_a_start_whose_worker_died_is_taken_up_again_and_runs(owner, desktop, engine):
+def test_a_start_whose_worker_died_is_taken_up_again_and_runs(owner, desktop, engine, monkeypatch):
+    monkeypatch.setattr(tasks.spawn_workspace, "delay", tasks.spawn_workspace)
     ws = make(owner, desktop, "starting")
     tasks.spawn_workspace(ws.pk)  # its lease holds: another worker is on it
     assert Workspace.objects.get(pk=ws.pk).state == "starting"
     long_ago(ws)
-    tasks.spawn_workspace(ws.pk)
+    tasks.reconcile()
     ws.refresh_from_db()
     assert (ws.state, ws.recoveries) == ("running", 1)
+    # The dead run, had it been only slow, can no longer settle the row: it holds generation 0.
+    stale = Workspace.objects.get(pk=ws.pk)
+    stale.recoveries = 0
+    assert not tasks.workspace._settle(stale, "running", "failed", "late word of a dead run")
+    assert Workspace.objects.get(pk=ws.pk).state == "running"
 
 
 def test_a_start_interrupted_too_often_fails_with_the_reason(owner, desktop, engine, settings):

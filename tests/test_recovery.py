@@ -26,7 +26,7 @@ def lapse(model, pk: int) -> None:
 @pytest.fixture
 def renewal(monkeypatch, settings):
     """Renewal as in a worker, with a short lease so a test sees it work."""
-    settings.LATTICE_LEASE_SECONDS = 0.4
+    settings.LATTICE_LEASE_SECONDS = 1.2
     monkeypatch.setattr(leases, "_renewal_enabled", True)
 
 
@@ -34,10 +34,27 @@ def renewal(monkeypatch, settings):
 def test_a_held_lease_is_renewed_while_the_work_runs_and_lapses_after(renewal, owner):
     job = Job.objects.create(owner=owner, kind="diagnostics", state="running")
     with jobs.renewing(job):
-        time.sleep(1.0)  # two and a half leases
+        time.sleep(3.0)  # two and a half leases: renewed every 0.3 s
         assert not Job.objects.filter(leases.lapsed(), pk=job.pk).exists()
-    time.sleep(0.5)
+    time.sleep(1.5)
     assert Job.objects.filter(leases.lapsed(), pk=job.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_taken_for_dead_renews_nothing_once_the_job_was_handed_back(renewal, owner):
+    job = Job.objects.create(owner=owner, kind="diagnostics", state="running")
+    with jobs.renewing(job):
+        Job.objects.filter(pk=job.pk).update(recoveries=1, leased_until=timezone.now())  # handed back
+        time.sleep(1.0)
+        assert Job.objects.filter(leases.lapsed(), pk=job.pk).exists()
+    assert not jobs.finish(job, "done", "late word of a dead run")
+
+
+def test_a_lease_is_let_go_after_its_longest_time(renewal, owner):
+    beats = []
+    with leases.Renewing(lambda: beats.append(1), "a hung call", at_most=0.5):
+        time.sleep(2.0)
+    assert 1 <= len(beats) <= 2
 
 
 def test_outside_a_worker_nothing_renews_in_the_background(owner):
@@ -61,7 +78,7 @@ def test_a_job_whose_worker_died_is_sent_again_and_finishes(
         lambda **kwargs: sent.append(kwargs) or tasks.run_diagnostics(**kwargs),
     )
 
-    assert tasks.reconcile()["jobs"] == 1
+    assert jobs.recover_lapsed() == 1
 
     assert sent == [{"job_id": job.pk}]
     job.refresh_from_db()
@@ -87,10 +104,14 @@ def test_a_job_taken_up_too_often_fails_with_the_reason(owner, settings):
     job = Job.objects.create(
         owner=owner, kind="build", state="running", task="x", recoveries=settings.LATTICE_MAX_RECOVERIES
     )
+    unknown = Job.objects.create(owner=owner, kind="old", state="queued", task="workspaces.tasks.gone")
     lapse(Job, job.pk)
+    lapse(Job, unknown.pk)
     jobs.recover_lapsed()
     job.refresh_from_db()
+    unknown.refresh_from_db()
     assert job.state == "failed" and "worker stopped 4 times" in job.message
+    assert unknown.state == "failed" and "no longer does this kind of job" in unknown.message
 
 
 def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatch):
@@ -115,7 +136,7 @@ def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatc
     assert Image.objects.get(pk=again.pk).state == "saving"
     lapse(Image, again.pk)  # it died
     commits = len([c for c in engine.calls if c[0] == "commit"])
-    assert tasks.reconcile()["saves"] == 1
+    assert tasks.saved_image.recover_saves() == 1
     again.refresh_from_db()
     assert (again.state, again.recoveries) == ("ready", 1)
     assert len([c for c in engine.calls if c[0] == "commit"]) == commits + 1

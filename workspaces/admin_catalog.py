@@ -352,7 +352,8 @@ def queue_build(
     result = {"fields": fields, "folder": folder}
     if upload is not None:
         result["upload"] = upload[1][:200]
-    job = Job.objects.create(owner=admin, kind="build", result=result, task=build_image.name)
+    # No task yet: reconcile must not send a build whose upload is still being written.
+    job = Job.objects.create(owner=admin, kind="build", result=result)
     if upload is not None:
         path = jobs.input_path(job)
         try:
@@ -362,7 +363,9 @@ def queue_build(
             path.unlink(missing_ok=True)
             job.delete()
             raise CatalogError(str(exc)) from None
-    transaction.on_commit(lambda: jobs.send(job))  # once the upload is in place
+    job.task = build_image.name
+    job.save(update_fields=["task"])
+    transaction.on_commit(lambda: jobs.send(job))
     return job
 
 

@@ -95,8 +95,11 @@ def _renew(locks: list, stop: threading.Event) -> None:
     """Keep the locks while their holder works; they lapse LOCK_TTL after it died."""
     while not stop.wait(LOCK_TTL / 3):
         for lock in locks:
-            with contextlib.suppress(LockError):
+            try:
                 lock.reacquire()
+            except Exception:
+                # A moment without Redis must not end the renewal: the next beat tries again.
+                logger.warning("could not renew the data lock %s", lock.name, exc_info=True)
 
 
 class _Hashing:

@@ -44,48 +44,52 @@ def send(job: Job) -> None:
 
 
 def claim(job_id: int) -> Job | None:
-    """Take the job: queued -> running, or running whose worker died (its lease lapsed).
+    """Take the job, queued -> running; None when another run got there first, or it is over.
 
-    None when someone else holds it (a live run, or a retry got there first)
-    or it is over. A job taken up again too often after its worker died
-    fails, saying so, rather than running for ever.
+    The job's ``recoveries`` then is the claim's generation: finish(),
+    report() and the lease's renewal touch the row only while it matches.
     """
-    jobs = Job.objects.filter(pk=job_id)
-    if jobs.filter(state=JobState.QUEUED).update(state=JobState.RUNNING, leased_until=leases.lease_end()):
-        return Job.objects.get(pk=job_id)
-    retaken = jobs.filter(
-        leases.lapsed(), state=JobState.RUNNING, recoveries__lt=leases.max_recoveries()
-    ).update(leased_until=leases.lease_end(), recoveries=F("recoveries") + 1)
-    if retaken:
-        job = Job.objects.get(pk=job_id)
-        logger.warning("job %s (%s) taken up again: its worker stopped", job_id, job.kind)
-        report(job, job.progress, "Taken up again after its worker stopped")
-        return job
-    return None
+    if not Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        state=JobState.RUNNING, leased_until=leases.lease_end()
+    ):
+        return None
+    return Job.objects.get(pk=job_id)
+
+
+def held(job: Job):
+    """The job's row while this run holds it."""
+    return Job.objects.filter(pk=job.pk, state=JobState.RUNNING, recoveries=job.recoveries)
 
 
 def renewing(job: Job) -> leases.Renewing:
     """Hold the job's lease while its work runs."""
-    rows = Job.objects.filter(pk=job.pk, state=JobState.RUNNING)
+    rows = held(job)
     return leases.Renewing(lambda: rows.update(leased_until=leases.lease_end()), f"job {job.pk}")
 
 
 def recover_lapsed() -> int:
-    """Send again every queued or running job whose lease lapsed; fail those recovered too often."""
+    """Send again every queued or running job whose lease lapsed; how many.
+
+    A running job goes back to queued with one more recovery counted (its
+    worker died; the next run starts it over), and fails, saying why, once
+    taken up LATTICE_MAX_RECOVERIES times. Each is moved by a conditional
+    update on the lease it had, so two passes at once send it once.
+    """
     sent = 0
     lapsed = Job.objects.filter(leases.lapsed(), state__in=[JobState.QUEUED, JobState.RUNNING]).exclude(
         task=""
     )
     for job in lapsed:
-        if job.recoveries >= leases.max_recoveries():
+        if job.state == JobState.RUNNING and job.recoveries >= leases.max_recoveries():
             _give_up(job, f"Stopped: its worker stopped {job.recoveries + 1} times while on it. Try again.")
             continue
-        # A queued job's lease is renewed before the send, conditionally (two
-        # passes at once send it once); a running one's is not: the next run
-        # claims the lapsed lease itself.
-        if job.state == JobState.RUNNING or Job.objects.filter(
-            pk=job.pk, state=job.state, leased_until=job.leased_until
-        ).update(leased_until=leases.lease_end()):
+        if job.task not in current_app.tasks:
+            _give_up(job, "Stopped: this version of Lattice no longer does this kind of job. Try again.")
+            continue
+        again = {"state": JobState.QUEUED, "leased_until": leases.lease_end()}
+        if job.state == JobState.RUNNING:
+            again.update(recoveries=F("recoveries") + 1, message="Taken up again after its worker stopped")
+        if Job.objects.filter(pk=job.pk, state=job.state, leased_until=job.leased_until).update(**again):
             send(job)
             sent += 1
     return sent
@@ -117,7 +121,7 @@ def report(job: Job, progress: int, message: str) -> None:
     """Progress of a running job; a late line of a job given up meanwhile changes nothing."""
     message = message[:300]  # the column's length
     job.progress, job.message = progress, message
-    if Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(progress=progress, message=message):
+    if held(job).update(progress=progress, message=message):
         publish(job.owner_id, event(job))
 
 
@@ -126,7 +130,7 @@ def finish(job: Job, state: str, message: str, result: dict | None = None) -> bo
     fields = {"state": state, "message": message[:300], "result": result or {}, "finished": timezone.now()}
     if state == JobState.DONE:
         fields["progress"] = 100
-    if Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(**fields) != 1:
+    if held(job).update(**fields) != 1:
         return False
     for name, value in fields.items():
         setattr(job, name, value)

@@ -8,6 +8,11 @@ task, which claims it by a conditional update and goes on from where the
 row says the last run got to. The broker's own redelivery (after its
 visibility timeout, an hour) is only a backstop: recovery never waits for it.
 
+Taking a step up again hands it back to the queue with one more recovery
+counted (``recoveries``): that count is the claim's generation, and a run
+renews and settles only while it still matches, so a run believed dead that
+was only slow can no longer touch the step once another has it.
+
 Renewal runs in a thread of its own beside the work, so a step that waits a
 long time on one call (an engine start, a build) keeps its lease; it runs
 only inside a Celery worker (``enable_renewal``), where a lapsed lease can be
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -67,9 +73,12 @@ class Renewing:
     the next beat; four beats fit in a lease.
     """
 
-    def __init__(self, renew: Callable[[], object], what: str):
+    def __init__(self, renew: Callable[[], object], what: str, at_most: float | None = None):
         self.renew = renew
         self.what = what
+        # A call that hangs must not hold its step for ever: after this many
+        # seconds the lease is let go, and reconcile takes the step up.
+        self.at_most = at_most
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,12 +99,20 @@ class Renewing:
             self._thread.join(timeout=seconds())
 
     def _run(self) -> None:
+        until = time.monotonic() + self.at_most if self.at_most is not None else None
         try:
             while not self._stop.wait(seconds() / 4):
+                if until is not None and time.monotonic() > until:
+                    logger.error(
+                        "%s: still at work after %.0f s; its lease is let go", self.what, self.at_most
+                    )
+                    return
                 try:
                     self.renew()
                 except Exception:
                     logger.warning("could not renew the lease of %s", self.what, exc_info=True)
+                    # A connection the database dropped is opened anew at the next beat.
+                    connection.close()
         finally:
             # Django opened a connection for this thread: it must not outlive it.
             connection.close()

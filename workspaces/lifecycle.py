@@ -176,7 +176,7 @@ def start(workspace: Workspace) -> None:
         claimed = (
             Workspace.objects.visible()
             .filter(pk=workspace.pk, state__in=[WorkspaceState.STOPPED, WorkspaceState.FAILED])
-            .move(state=WorkspaceState.PENDING, progress=0, message="Queued")
+            .move(state=WorkspaceState.PENDING, progress=0, message="Queued", recoveries=0)
         )
         if claimed != 1:
             raise WrongState(

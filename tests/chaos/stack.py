@@ -18,11 +18,11 @@ from tests import services
 from tests.conftest import TEST_ORIGIN, start_display_proxy, start_web, start_worker
 from tests.services import Process, free_port
 
-VICTIMS = ("worker", "web", "display", "beat", "redis")
+VICTIMS = ("worker", "captures", "web", "display", "beat", "redis")
 
 
 class Stack:
-    """Redis, the web, a worker (both queues), beat and the display proxy, on the test database."""
+    """Redis, the web, the two workers, beat and the display proxy, on the test database."""
 
     def __init__(self, env: dict[str, str], folder: Path):
         if services.REDIS is None:
@@ -39,7 +39,7 @@ class Stack:
         self.incarnations: Counter[str] = Counter()
 
     def start_all(self) -> None:
-        for name in ("display", "web", "worker", "beat"):
+        for name in ("display", "web", "worker", "captures", "beat"):
             self.start(name)
 
     def start(self, name: str) -> float:
@@ -49,9 +49,16 @@ class Stack:
         if name == "redis":
             self.redis.start()
         elif name == "worker":
-            # Procfile: worker (celery) and captures, here one worker for both queues.
+            # The Procfile's two workers, with their pools and queues.
             self.processes[name] = start_worker(
-                log, self.env, "--concurrency", "4", "--queues", "celery,captures", "--hostname", "chaos@%h"
+                log, self.env, "--concurrency", "4", "--queues", "celery", "--hostname", "chaos@%h"
+            )
+        elif name == "captures":
+            self.processes[name] = start_worker(
+                log,
+                self.env,
+                *("--pool", "prefork", "--concurrency", "2", "--queues", "captures,upkeep"),
+                *("--hostname", "chaos-captures@%h"),
             )
         elif name == "web":
             self.processes[name] = start_web(log, self.web_port, self.env)

@@ -14,7 +14,6 @@ from .. import (
 )
 from ..engine.base import no_progress
 from ..models import (
-    Job,
     JobState,
     User,
 )
@@ -36,15 +35,16 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
     # One backup of a user at a time: a stop and the schedule may ask at once.
     # The lock lapses a lease after its worker died (renewed while it works),
     # so the job taken up again is not refused by its own dead run.
-    if not client.set(lock, "1", nx=True, ex=max(1, round(leases.seconds()))):
+    lock_ms = int(leases.seconds() * 1000)
+    if not client.set(lock, "1", nx=True, px=lock_ms):
         if job:
             jobs.finish(job, JobState.FAILED, "A backup of your files is already under way; try again later.")
         return
 
     def renew() -> None:
-        client.expire(lock, max(1, round(leases.seconds())))
+        client.pexpire(lock, lock_ms)
         if job:
-            Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(leased_until=leases.lease_end())
+            jobs.held(job).update(leased_until=leases.lease_end())
 
     try:
         with leases.Renewing(renew, f"backup of {user.username}"):

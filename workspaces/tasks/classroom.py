@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 
 from .. import (
     classrooms,
@@ -81,8 +81,6 @@ def run_broadcast(broadcast_id: int) -> None:
     )
     for seat_id in seats:
         try:
-            # The seat's lease covers its message until a worker takes it.
-            Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(leased_until=leases.lease_end())
             start_seat.delay(seat_id)
         except Exception as exc:  # one student's failure never stops the others
             logger.exception("broadcast %s: seat %s", broadcast_id, seat_id)
@@ -102,13 +100,6 @@ def _finish_if_over(broadcast_id: int) -> int:
     )
 
 
-def _claimable(seat_id: int):
-    """The seat if a start may take it: queued, or starting with a lapsed lease (its worker died)."""
-    return Seat.objects.filter(
-        Q(state=SeatState.QUEUED) | Q(leases.lapsed(), state=SeatState.STARTING), pk=seat_id
-    )
-
-
 @shared_task
 def start_seat(seat_id: int, deadline: float | None = None) -> None:
     """One student's part, from a broadcast, a retry or recovery: a start slot, the starter files,
@@ -117,7 +108,8 @@ def start_seat(seat_id: int, deadline: float | None = None) -> None:
     ``deadline`` (a Unix time) is when the seat stops waiting for a slot; the
     first call sets it SLOT_WAIT from now. Safe to run twice: the seat is
     claimed by a conditional update, and a run that takes up a seat whose
-    worker died goes on from where the row says the last run got to.
+    worker died (reconcile queued it again) goes on from where the row says
+    the last run got to.
     """
     if deadline is None or deadline < SLOT_WAIT * 1000:
         # None, or a message of the previous version, which counted seconds waited.
@@ -125,7 +117,7 @@ def start_seat(seat_id: int, deadline: float | None = None) -> None:
     slots = classrooms.StartSlots()
     slot = classrooms.seat_slot(seat_id)
     while True:
-        seat = _claimable(seat_id).values("broadcast_id").first()
+        seat = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).values("broadcast_id").first()
         if seat is None:
             return  # cancelled by "stop all", started already, or another worker is on it
         if slots.try_acquire(slot):
@@ -145,12 +137,17 @@ def start_seat(seat_id: int, deadline: float | None = None) -> None:
             return
         time.sleep(EAGER_POLL)  # inline, not a nested task per poll
 
+    generation = _claim_seat(seat_id)
+    if generation is None:
+        return  # another run claimed it (it holds the slot), or it was stopped meanwhile
+    held = Seat.objects.filter(pk=seat_id, state=SeatState.STARTING, recoveries=generation)
+
     def renew() -> None:
-        Seat.objects.filter(pk=seat_id, state=SeatState.STARTING).update(leased_until=leases.lease_end())
-        slots.refresh(slot)
+        if held.update(leased_until=leases.lease_end()):
+            slots.refresh(slot)
 
     try:
-        with leases.Renewing(renew, f"seat {seat_id}"):
+        with leases.Renewing(renew, f"seat {seat_id}", at_most=2 * lifecycle.start_deadline()):
             _start_seat(seat_id, lambda: slots.refresh(slot))
     except Exception as exc:
         logger.exception("seat %s failed to start", seat_id)
@@ -164,26 +161,21 @@ def _eager() -> bool:
     return bool(start_seat.app.conf.task_always_eager)
 
 
-def _claim_seat(seat_id: int) -> bool:
-    """Queued -> starting (one more attempt), or a lapsed start taken up again (one more recovery)."""
-    starting = {"state": SeatState.STARTING, "leased_until": leases.lease_end()}
-    if Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED).update(
-        **starting, message="Starting", attempts=F("attempts") + 1, recoveries=0
-    ):
-        return True
-    retaken = (
-        _claimable(seat_id)
-        .filter(state=SeatState.STARTING, recoveries__lt=leases.max_recoveries())
-        .update(**starting, message="Starting again (the worker had stopped)", recoveries=F("recoveries") + 1)
+def _claim_seat(seat_id: int) -> int | None:
+    """Queued -> starting, one more attempt; the claim's generation (its recoveries), None when
+    someone else claimed it or it was stopped."""
+    rows = Seat.objects.filter(pk=seat_id, state=SeatState.QUEUED)
+    generation = rows.values_list("recoveries", flat=True).first()
+    if generation is None:
+        return None
+    message = "Starting again (the worker had stopped)" if generation else "Starting"
+    claimed = rows.filter(recoveries=generation).update(
+        state=SeatState.STARTING, leased_until=leases.lease_end(), message=message, attempts=F("attempts") + 1
     )
-    if retaken:
-        logger.warning("seat %s taken up again: its worker stopped", seat_id)
-    return bool(retaken)
+    return generation if claimed else None
 
 
 def _start_seat(seat_id: int, still_working) -> None:
-    if not _claim_seat(seat_id):
-        return
     seat = Seat.objects.select_related(
         "broadcast__classroom", "broadcast__display", "broadcast__teacher", "student", "workspace"
     ).get(pk=seat_id)
@@ -261,8 +253,11 @@ def recover_seats() -> int:
     """Send again the start of every queued or starting seat whose lease lapsed; how many.
 
     Queued: its message was lost (a worker died holding it). Starting: its
-    worker died; the next run takes it up (at most LATTICE_MAX_RECOVERIES
-    times, then the seat fails with the reason, and the teacher may retry it).
+    worker died; the seat is queued again with one more recovery counted,
+    and the next run goes on from where it got to (at most
+    LATTICE_MAX_RECOVERIES times, then the seat fails with the reason, and
+    the teacher may retry it). Both are moved by a conditional update on the
+    lease they had, so two passes at once send a seat once.
     """
     sent = 0
     lapsed = Seat.objects.filter(leases.lapsed(), state__in=[SeatState.QUEUED, SeatState.STARTING])
@@ -276,9 +271,12 @@ def recover_seats() -> int:
             )
             _finish_if_over(seat.broadcast_id)
             continue
-        if seat.state == SeatState.QUEUED and not Seat.objects.filter(
-            pk=seat.pk, state=SeatState.QUEUED, leased_until=seat.leased_until
-        ).update(leased_until=leases.lease_end()):
+        again = {"state": SeatState.QUEUED, "leased_until": leases.lease_end()}
+        if seat.state == SeatState.STARTING:
+            again.update(message="Queued again (the worker had stopped)", recoveries=F("recoveries") + 1)
+        if not Seat.objects.filter(pk=seat.pk, state=seat.state, leased_until=seat.leased_until).update(
+            **again
+        ):
             continue  # another pass sent it
         start_seat.delay(seat.pk)
         sent += 1

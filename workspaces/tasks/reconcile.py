@@ -27,6 +27,18 @@ from .workspace import _containers, _settle, recover_workspaces
 logger = logging.getLogger(__name__)
 
 
+# What needs no engine, in order: each step on its own (one failing stops no other).
+RECOVERY_STEPS = (
+    ("workspaces", recover_workspaces),
+    ("seats", recover_seats),
+    ("jobs", jobs.recover_lapsed),
+    ("saves", recover_saves),
+    ("broadcasts", finish_broadcasts),
+    ("stale_saves", lambda: saving.fail_stale_saves(saving.STALE_SAVE_SECONDS)),
+    ("stale_jobs", lambda: jobs.fail_stale(jobs.stale_job_seconds())),
+)
+
+
 @worker_init.connect
 def _worker_starts(**_) -> None:
     """In a worker, held leases are renewed (a lapse then means the worker died)."""
@@ -42,17 +54,14 @@ def _recover_at_once(**_) -> None:
 @shared_task
 def reconcile() -> dict:
     """One pass; what it fixed, by kind."""
-    fixed = {
-        "workspaces": recover_workspaces(),
-        "seats": recover_seats(),
-        "jobs": jobs.recover_lapsed(),
-        "saves": recover_saves(),
-        "broadcasts": finish_broadcasts(),
-        "stale_saves": saving.fail_stale_saves(saving.STALE_SAVE_SECONDS),
-        "stale_jobs": jobs.fail_stale(jobs.stale_job_seconds()),
-        "failed": 0,
-        "orphans": 0,
-    }
+    fixed = {"failed": 0, "orphans": 0}
+    for name, step in RECOVERY_STEPS:
+        try:
+            fixed[name] = step()
+        except Exception:
+            # One broken row or a moment's outage must not stop the rest of the pass.
+            logger.exception("reconcile: %s failed", name)
+            fixed[name] = -1
     fixed["egress"] = _check_egress()
     engine = backend().list_workspaces()
     running = Workspace.objects.filter(state=WorkspaceState.RUNNING, deleting=False)

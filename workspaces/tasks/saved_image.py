@@ -63,7 +63,7 @@ def _commit(image: Image) -> None:
     saved = engine.commit(workspace.engine_id, image.source_container, image.reference, labels=labels)
     _image_report(image, 90, "Measuring the new image")
     parent_size = engine.image_size(parent.reference) if parent else 0
-    if not Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(
+    if not Image.objects.filter(pk=image.pk, state=ImageState.SAVING, recoveries=image.recoveries).update(
         state=ImageState.READY,
         message="Ready",
         size=saved["size"],
@@ -79,16 +79,12 @@ def _commit(image: Image) -> None:
 
 
 def _claim(image_id: int) -> bool:
-    """Take the save: nobody took it yet, or its worker died (the lease lapsed)."""
-    saving_rows = Image.objects.filter(leases.lapsed(), pk=image_id, state=ImageState.SAVING)
-    if saving_rows.filter(leased_until__isnull=True).update(leased_until=leases.lease_end()):
-        return True
-    if saving_rows.filter(recoveries__lt=leases.max_recoveries()).update(
-        leased_until=leases.lease_end(), recoveries=F("recoveries") + 1
-    ):
-        logger.warning("save of image %s taken up again: its worker stopped", image_id)
-        return True
-    return False
+    """Take the save: nobody holds it (a new save, or one reconcile handed back)."""
+    return bool(
+        Image.objects.filter(pk=image_id, state=ImageState.SAVING, leased_until__isnull=True).update(
+            leased_until=leases.lease_end()
+        )
+    )
 
 
 @shared_task(soft_time_limit=saving.SAVE_TIME_LIMIT, time_limit=saving.SAVE_TIME_LIMIT + 30)
@@ -101,7 +97,8 @@ def commit_container(image_id: int) -> None:
     if not _claim(image_id):
         return  # over, or another worker is on it
     image = Image.objects.select_related("parent", "owner", "source_workspace").get(pk=image_id)
-    rows = Image.objects.filter(pk=image_id, state=ImageState.SAVING)
+    # recoveries is the claim's generation: a run taken for dead renews nothing once handed back.
+    rows = Image.objects.filter(pk=image_id, state=ImageState.SAVING, recoveries=image.recoveries)
     try:
         with leases.Renewing(lambda: rows.update(leased_until=leases.lease_end()), f"save {image_id}"):
             _commit(image)
@@ -117,14 +114,24 @@ def commit_container(image_id: int) -> None:
 def recover_saves() -> int:
     """Send again every save nobody holds: its worker died, or its message was lost; how many.
 
-    A save taken up too often fails, saying why (the owner may save again).
+    A save whose worker died is handed back (no lease, one more recovery
+    counted, by a conditional update on the lease it had); one taken up too
+    often fails, saying why (the owner may save again). A save never claimed
+    is sent again each pass until a worker takes it: the claim lets one run in.
     """
     sent = 0
     waited = timezone.now() - timedelta(seconds=leases.seconds())
     for image in Image.objects.filter(leases.lapsed(), state=ImageState.SAVING, created__lt=waited):
-        if image.recoveries >= leases.max_recoveries():
-            saving.fail(image.pk, f"The save was interrupted {image.recoveries + 1} times; try saving again.")
-            continue
+        if image.leased_until is not None:
+            if image.recoveries >= leases.max_recoveries():
+                saving.fail(
+                    image.pk, f"The save was interrupted {image.recoveries + 1} times; try saving again."
+                )
+                continue
+            if not Image.objects.filter(
+                pk=image.pk, state=ImageState.SAVING, leased_until=image.leased_until
+            ).update(leased_until=None, recoveries=F("recoveries") + 1):
+                continue  # another pass handed it back
         commit_container.delay(image.pk)
         sent += 1
     return sent

@@ -74,10 +74,11 @@ def _report(ws: Workspace, progress: int, message: str) -> None:
 
 
 def _settle(ws: Workspace, expected: str, state: str, message: str, **fields) -> bool:
-    """Conditional move; False when someone (a stop, a delete) changed the state meanwhile."""
-    changed = Workspace.objects.filter(pk=ws.pk, state=expected, deleting=False).move(
-        state=state, message=message, **fields
-    )
+    """Conditional move; False when someone (a stop, a delete, a run that took the start up
+    again: recoveries is the claim's generation) changed the row meanwhile."""
+    changed = Workspace.objects.filter(
+        pk=ws.pk, state=expected, deleting=False, recoveries=ws.recoveries
+    ).move(state=state, message=message, **fields)
     if changed == 1:
         ws.refresh_from_db()
         _announce(ws)
@@ -101,23 +102,22 @@ def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None 
     and calls ``still_working``, with which a caller renews what it holds
     for the start (a seat's start slot).
     """
-    rows = Workspace.objects.filter(pk=workspace_id, deleting=False)
-    claimed = rows.filter(state=WorkspaceState.PENDING).move(
-        state=WorkspaceState.STARTING, progress=1, message="Starting", recoveries=0
+    claimed = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.PENDING, deleting=False).move(
+        state=WorkspaceState.STARTING, progress=1, message="Starting"
     )
-    if not claimed:
-        # A start whose worker died (its lease lapsed): go on from what the
-        # engine has; start() makes only what is missing.
-        claimed = rows.filter(
-            leases.lapsed(), state=WorkspaceState.STARTING, recoveries__lt=leases.max_recoveries()
-        ).move(message="Starting again (the worker had stopped)", recoveries=F("recoveries") + 1)
     if claimed != 1:
         return  # stopped, deleted, running already, or another worker is on it
     ws = Workspace.objects.select_related("owner", "display").get(pk=workspace_id)
     _announce(ws)
+    if ws.recoveries:
+        # Its last run's worker died: this one goes on from what the engine
+        # has (start() makes only what is missing).
+        _report(ws, 1, "Starting again (the worker had stopped)")
     # Held while the start runs, whatever a stop or delete did to the row
-    # meanwhile: this task carries those out once the engine call returns.
-    with leases.Renewing(Workspace.objects.filter(pk=workspace_id).move, f"workspace {workspace_id}"):
+    # meanwhile (this task carries those out once the engine call returns),
+    # and only while no other run took the start up.
+    held = Workspace.objects.filter(pk=workspace_id, recoveries=ws.recoveries)
+    with leases.Renewing(held.move, f"workspace {workspace_id}", at_most=lifecycle.start_deadline()):
         _spawn(ws, still_working)
 
 
@@ -270,40 +270,54 @@ def expire_control() -> int:
 def recover_workspaces() -> int:
     """Take up every start, stop and delete whose worker died (its lease lapsed); how many.
 
-    A pending workspace's message was lost: sent again. A start is taken up
-    again by the next spawn_workspace (it claims the lapsed lease), at most
-    LATTICE_MAX_RECOVERIES times, then fails with the reason. Stops and
-    deletes are sent again; both may run twice.
+    Each is renewed (or handed back) by a conditional update on the lease it
+    had, so two passes at once send it once. A pending workspace's message
+    was lost: sent again. A start goes back to pending with one more recovery
+    counted, and the next spawn_workspace claims it and goes on from what
+    the engine has; after LATTICE_MAX_RECOVERIES it fails with the reason.
+    Stops and deletes are sent again (both may run twice); a stop
+    interrupted too often fails, saying so.
     """
+    again = {
+        WorkspaceState.PENDING: ({}, spawn_workspace),
+        WorkspaceState.STARTING: (
+            {
+                "state": WorkspaceState.PENDING,
+                "message": "Starting again (the worker had stopped)",
+                "recoveries": F("recoveries") + 1,
+            },
+            spawn_workspace,
+        ),
+        WorkspaceState.STOPPING: ({"recoveries": F("recoveries") + 1}, stop_workspace),
+    }
     recovered = 0
-    for ws in _lapsed([WorkspaceState.PENDING]):
-        if _holding(ws.pk)():  # renewed first: a second pass does not send it twice
-            spawn_workspace.delay(ws.pk)
+    for ws in _lapsed(list(again)):
+        if ws.state != WorkspaceState.PENDING and ws.recoveries >= leases.max_recoveries():
+            _give_up(ws)
             recovered += 1
-    for ws in _lapsed([WorkspaceState.STARTING]):
-        if ws.recoveries >= leases.max_recoveries():
-            _give_up_start(ws)
-        else:
-            # Not renewed: the start's next run claims the lapsed lease itself.
-            spawn_workspace.delay(ws.pk)
-        recovered += 1
-    for ws in _lapsed([WorkspaceState.STOPPING]):
-        if _holding(ws.pk)():
-            stop_workspace.delay(ws.pk)
+            continue
+        fields, task = again[ws.state]
+        same = Workspace.objects.filter(
+            pk=ws.pk, state=ws.state, deleting=False, leased_until=ws.leased_until, recoveries=ws.recoveries
+        )
+        if same.move(**fields):
+            task.delay(ws.pk)
             recovered += 1
     for ws in _lapsed(WorkspaceState.values, deleting=True):
-        if _holding(ws.pk)():
+        if Workspace.objects.filter(pk=ws.pk, deleting=True, leased_until=ws.leased_until).move():
             remove_workspace.delay(ws.pk)
             recovered += 1
     return recovered
 
 
-def _give_up_start(ws: Workspace) -> None:
+def _give_up(ws: Workspace) -> None:
+    """A start or stop interrupted too often: failed, with the reason; what runs of it is stopped."""
+    doing = "start" if ws.state == WorkspaceState.STARTING else "stop"
     message = (
-        f"The start was interrupted {ws.recoveries + 1} times (its worker stopped each time); "
-        "start it again, or ask an administrator to look at the worker's log."
+        f"The {doing} was interrupted {ws.recoveries + 1} times (its worker stopped each time); "
+        f"{doing} it again, or ask an administrator to look at the worker's log."
     )
-    if _settle(ws, WorkspaceState.STARTING, WorkspaceState.FAILED, message[:300]):
+    if _settle(ws, ws.state, WorkspaceState.FAILED, message[:300]):
         _stop_leftovers(ws)
         ws.engine_state = {"containers": _containers(ws.engine_id)}
         Workspace.objects.filter(pk=ws.pk).update(engine_state=ws.engine_state)

@@ -226,10 +226,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # capture never sits in front of a workspace start. A worker started without
 # -Q serves both (the tests' worker does); the Procfile names its queue.
 #
-# Reconcile has a queue of its own too ("upkeep", served by the captures
-# worker): a broadcast holds every thread of the main worker for as long as
-# its starts take, and the pass that takes up a dead worker's steps must not
-# wait behind them.
+# Reconcile has a queue and a worker of its own too ("upkeep", Procfile
+# "upkeep", deploy/systemd/lattice-upkeep.service): a broadcast holds every
+# thread of the main worker for as long as its starts take, and the pass that
+# takes up a dead worker's steps must not wait behind them.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CAPTURES_QUEUE = "captures"
 UPKEEP_QUEUE = "upkeep"

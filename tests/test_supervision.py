@@ -21,7 +21,7 @@ import redis
 from tests.services import ROOT, Process, free_port, wait_for_port
 
 pytestmark = pytest.mark.docker  # scripts/setup and preflight talk to the engine
-PROGRAMS = ("redis", "web", "worker", "captures", "beat", "display")
+PROGRAMS = ("redis", "web", "worker", "captures", "upkeep", "beat", "display")
 
 
 class Stack:

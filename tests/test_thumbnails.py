@@ -68,8 +68,8 @@ def test_captures_run_in_their_own_queue_never_in_front_of_a_start():
     assert queue(tasks.capture_thumbnail.name) == "captures"
     # The name stays what it was: captures queued before an upgrade still run.
     assert tasks.capture_thumbnail.name == "workspaces.tasks.workspace.capture_thumbnail"
-    # Reconcile has its own queue (served by the captures' worker): it must run while a
-    # broadcast's starts hold every thread of the main worker.
+    # Reconcile has its own queue and worker: it must run while a broadcast's starts
+    # hold every thread of the main worker.
     assert queue(tasks.reconcile.name) == "upkeep"
     others = [
         name
@@ -80,7 +80,11 @@ def test_captures_run_in_their_own_queue_never_in_front_of_a_start():
     assert {name: queue(name) for name in others} == {name: "celery" for name in others}
     # Separate workers: the one that starts workspaces never takes a capture;
     # the captures' one has a process pool, which enforces their time limits.
-    assert procfile_queues() == {"worker": ("celery", "threads"), "captures": ("captures,upkeep", "prefork")}
+    assert procfile_queues() == {
+        "worker": ("celery", "threads"),
+        "captures": ("captures", "prefork"),
+        "upkeep": ("upkeep", "threads"),
+    }
     assert tasks.capture_thumbnail.soft_time_limit == site.LATTICE_CAPTURE_DEADLINE + 5
     assert tasks.capture_thumbnail.time_limit == site.LATTICE_CAPTURE_DEADLINE + 10
 

@@ -18,11 +18,11 @@ from tests import services
 from tests.conftest import TEST_ORIGIN, start_display_proxy, start_web, start_worker
 from tests.services import Process, free_port
 
-VICTIMS = ("worker", "captures", "web", "display", "beat", "redis")
+VICTIMS = ("worker", "captures", "upkeep", "web", "display", "beat", "redis")
 
 
 class Stack:
-    """Redis, the web, the two workers, beat and the display proxy, on the test database."""
+    """Redis, the web, the three workers, beat and the display proxy, on the test database."""
 
     def __init__(self, env: dict[str, str], folder: Path):
         if services.REDIS is None:
@@ -39,7 +39,7 @@ class Stack:
         self.incarnations: Counter[str] = Counter()
 
     def start_all(self) -> None:
-        for name in ("display", "web", "worker", "captures", "beat"):
+        for name in ("display", "web", "worker", "captures", "upkeep", "beat"):
             self.start(name)
 
     def start(self, name: str) -> float:
@@ -57,8 +57,12 @@ class Stack:
             self.processes[name] = start_worker(
                 log,
                 self.env,
-                *("--pool", "prefork", "--concurrency", "2", "--queues", "captures,upkeep"),
+                *("--pool", "prefork", "--concurrency", "2", "--queues", "captures"),
                 *("--hostname", "chaos-captures@%h"),
+            )
+        elif name == "upkeep":
+            self.processes[name] = start_worker(
+                log, self.env, "--concurrency", "2", "--queues", "upkeep", "--hostname", "chaos-upkeep@%h"
             )
         elif name == "web":
             self.processes[name] = start_web(log, self.web_port, self.env)

@@ -84,7 +84,7 @@ def reconcile() -> dict:
         backend().remove(engine_id)
         fixed["orphans"] += 1
     if any(fixed.values()):
-        logger.info("reconcile: %s", {k: v for k, v in fixed.items() if v})
+        logger.warning("reconcile: %s", {k: v for k, v in fixed.items() if v})
     return fixed
 
 

@@ -321,3 +321,14 @@ def test_reconcile_puts_back_egress_rules_that_went_while_apps_run(owner, deskto
         assert (unchanged["egress"], fixed["egress"]) == (0, 1)  # nothing changed: nothing done
     finally:
         firewall.remove()
+
+
+def test_a_container_paused_by_a_save_counts_as_up():
+    """A save as image pauses the container for its commit: a reconcile pass meanwhile must not fail it."""
+    from workspaces.engine.docker_backend import LABEL_ROLE, DockerBackend
+
+    def row(role: str, state: str) -> dict:
+        return {"Labels": {LABEL_ROLE: role}, "State": state}
+
+    assert DockerBackend._workspace_state([row("display", "running"), row("app", "paused")]) == "running"
+    assert DockerBackend._workspace_state([row("display", "running"), row("app", "exited")]) == "failed"

@@ -710,7 +710,9 @@ class DockerBackend(
         if not rows:
             return MISSING
         roles = [r["Labels"].get(LABEL_ROLE) for r in rows]
-        running = [r for r in rows if r["State"] == "running"]
+        # Paused is up: a save as image pauses the container for its commit,
+        # and a reconcile pass meanwhile must not take it for dead.
+        running = [r for r in rows if r["State"] in ("running", "paused")]
         if "display" not in roles or any(r["State"] == "dead" for r in rows):
             return FAILED
         if len(running) == len(rows):

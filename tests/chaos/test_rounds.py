@@ -8,6 +8,7 @@ import pytest
 
 from tests.chaos.people import people
 from tests.chaos.rounds import DESKTOP, RECOVERY, Chaos, wait_until
+from tests.chaos.stack import VICTIMS
 from workspaces.models import Workspace
 
 pytestmark = [pytest.mark.chaos, pytest.mark.docker]
@@ -27,8 +28,10 @@ def test_rounds_of_kill_9(stack, chaos_rng, say, request):
         lambda: Workspace.objects.filter(pk__in=first, state="running").count() == 2, time.monotonic() + 60
     ), list(Workspace.objects.values_list("state", "message"))
 
-    for round_no in range(1, rounds + 1):
-        outcome = chaos.round(round_no)
+    # Every process in turn, in a seeded order: rounds as many as the processes kill each once.
+    victims = [v for _ in range(-(-rounds // len(VICTIMS))) for v in chaos_rng.sample(VICTIMS, len(VICTIMS))]
+    for round_no, victim in zip(range(1, rounds + 1), victims, strict=False):
+        outcome = chaos.round(round_no, victim)
         recovered = f"{outcome.recovered_in:.1f} s" if outcome.recovered_in is not None else "NOT RECOVERED"
         say(
             f"seed {seed} round {round_no}/{rounds}: killed {outcome.victim} at +{outcome.killed_at:.1f}s, "

@@ -9,7 +9,8 @@ from __future__ import annotations
 from tests.fakes import use_engine
 from workspaces.engine.base import EngineError, ImageNotFound
 from workspaces.engine.docker_backend import DockerBackend
-from workspaces.engine.docker_catalog import BuildFailed, full_reference
+from workspaces.engine.errors import BuildFailed
+from workspaces.engine.names import full_reference
 
 MiB = 1024**2
 APP_LABELS = {"lattice.kind": "app", "lattice.title": "Built app"}

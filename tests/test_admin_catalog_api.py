@@ -179,9 +179,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(api_client, admin
     upload = io.BytesIO(b"x" * 4096)
     upload.name = "big.tar"
     read = []
-    monkeypatch.setattr(
-        "workspaces.engine.docker_catalog.context_from_upload", lambda *a: read.append(a) or 0
-    )
+    monkeypatch.setattr("workspaces.engine.build_context.context_from_upload", lambda *a: read.append(a) or 0)
     api_client.force_authenticate(admin_user)
     response = api_client.post("/api/admin/images/build/", {"slug": "big", "context": upload})
     assert response.status_code == 400 and "over 1.0\xa0KB" in response.json()["detail"]

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from workspaces.engine import docker_catalog
-from workspaces.engine.docker_catalog import BadContext, context_from_upload
+from workspaces.engine import build_context
+from workspaces.engine.build_context import BadContext, context_from_upload
 
 DOCKERFILE = b"FROM lattice/base:latest\n"
 
@@ -129,20 +129,20 @@ def test_devices_are_refused():
 
 
 def test_the_file_count_is_capped_while_unpacking(monkeypatch):
-    monkeypatch.setattr(docker_catalog, "MAX_FILES", 3)
+    monkeypatch.setattr(build_context, "MAX_FILES", 3)
     files = [(f"f{i}", b"x", {}) for i in range(10)]
     assert "more than 3 files" in refused(tar_upload(("Dockerfile", DOCKERFILE, {}), *files))
 
 
 def test_the_unpacked_size_is_capped_before_reading(monkeypatch):
-    monkeypatch.setattr(docker_catalog, "MAX_UNPACKED_BYTES", 1024**2)
+    monkeypatch.setattr(build_context, "MAX_UNPACKED_BYTES", 1024**2)
     big = b"\0" * (2 * 1024**2)  # compresses to almost nothing: a small upload, a big context
     message = refused(tar_upload(("Dockerfile", DOCKERFILE, {}), ("zeros", big, {})))
     assert "unpacks to more than 1 MiB" in message
 
 
 def test_the_upload_size_is_checked_first(monkeypatch):
-    monkeypatch.setattr(docker_catalog, "MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr(build_context, "MAX_UPLOAD_BYTES", 100)
     assert "over 0 MiB" in refused(io.BytesIO(b"x" * 200))
 
 
@@ -171,7 +171,7 @@ def dockerfile() -> tuple[tarfile.TarInfo, bytes]:
 
 
 def test_long_name_headers_count_as_members(monkeypatch):
-    monkeypatch.setattr(docker_catalog, "MAX_FILES", 3)
+    monkeypatch.setattr(build_context, "MAX_FILES", 3)
     long = [tarfile.TarInfo(f"{'d' * 120}/f{i}") for i in range(2)]  # each: a GNU 'L' header, then the file
     assert "more than 3 files" in refused(raw_tar_upload(dockerfile(), *long))
     short = [tarfile.TarInfo(f"f{i}") for i in range(2)]
@@ -179,7 +179,7 @@ def test_long_name_headers_count_as_members(monkeypatch):
 
 
 def test_pax_headers_count_against_the_unpacked_size(monkeypatch):
-    monkeypatch.setattr(docker_catalog, "MAX_UNPACKED_BYTES", 1024**2)
+    monkeypatch.setattr(build_context, "MAX_UNPACKED_BYTES", 1024**2)
     padded = []
     for i in range(30):  # 30 tiny files, each with a 50 KiB pax record: 1.5 MiB of headers
         info = tarfile.TarInfo(f"f{i}")

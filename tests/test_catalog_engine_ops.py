@@ -10,7 +10,8 @@ import urllib3
 
 from workspaces.engine.base import EngineError
 from workspaces.engine.docker_backend import DockerBackend
-from workspaces.engine.docker_catalog import BuildFailed, full_reference, split_reference
+from workspaces.engine.errors import BuildFailed
+from workspaces.engine.names import full_reference, split_reference
 
 INSPECTED = {"Id": "sha256:abc", "Size": 1234, "Config": {"Labels": {"lattice.kind": "app"}}}
 

@@ -325,7 +325,8 @@ def test_reconcile_puts_back_egress_rules_that_went_while_apps_run(owner, deskto
 
 def test_a_container_paused_by_a_save_counts_as_up():
     """A save as image pauses the container for its commit: a reconcile pass meanwhile must not fail it."""
-    from workspaces.engine.docker_backend import LABEL_ROLE, DockerBackend
+    from workspaces.engine.docker_backend import DockerBackend
+    from workspaces.engine.docker_common import LABEL_ROLE
 
     def row(role: str, state: str) -> dict:
         return {"Labels": {LABEL_ROLE: role}, "State": state}

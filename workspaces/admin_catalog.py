@@ -336,7 +336,7 @@ def queue_build(
     admin: User, fields: dict, folder: str = "", upload: tuple[BinaryIO, str] | None = None
 ) -> Job:
     """Validate, then build in the background; the entry appears only if the build succeeds."""
-    from .engine.docker_catalog import context_from_upload
+    from .engine.build_context import context_from_upload
     from .tasks import build_image
 
     check_target(fields.get("slug") or "")
@@ -371,7 +371,7 @@ def queue_build(
 
 def build_entry(job: Job, log: Callable[[str], None]) -> Image:
     """The build job's work: build under a scratch tag, then claim the entry's own tag."""
-    from .engine.docker_catalog import context_from_folder
+    from .engine.build_context import context_from_folder
 
     fields, folder = job.result["fields"], job.result.get("folder")
     # Again, before the long build: a name may have been taken since the job was queued.
@@ -412,7 +412,7 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
 
 
 def queue_pull(admin: User, reference: str, fields: dict) -> Job:
-    from .engine.docker_catalog import full_reference
+    from .engine.names import full_reference
     from .tasks import pull_image
 
     if not settings.LATTICE_REGISTRY:

@@ -45,8 +45,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from . import lifecycle
-from .engine.base import Progress, no_progress
-from .engine.docker_volumes import LegacyVolume
+from .engine.base import LegacyVolume, Progress, no_progress
 from .engine_access import backend
 from .models import DataSnapshot, User, Workspace, WorkspaceState
 from .object_store import StoreError, store

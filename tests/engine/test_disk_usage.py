@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from workspaces.engine import names
-from workspaces.engine.docker_backend import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE, DockerBackend
+from workspaces.engine.docker_backend import DockerBackend
+from workspaces.engine.docker_common import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE
 from workspaces.engine.docker_usage import allocated_bytes
 
 from .conftest import PREFIX, SOCKET_ROOT, inspect

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from workspaces.engine import retries
-from workspaces.engine.docker_backend import LABEL_ROLE, LABEL_WORKSPACE, DockerBackend
+from workspaces.engine.docker_backend import DockerBackend
+from workspaces.engine.docker_common import LABEL_ROLE, LABEL_WORKSPACE
 from workspaces.engine.errors import EngineError, EngineUnavailable
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from .errors import (  # noqa: F401  (re-exported: callers import errors from here)
@@ -55,6 +56,16 @@ class ContainerDisk:
         return f"{self.workspace_id}:{self.container}"
 
 
+@dataclass(frozen=True)
+class LegacyVolume:
+    """A data volume named by username, from before volumes were keyed by id."""
+
+    name: str
+    username: str | None  # None when neither its label nor its name says whose it was
+    created: datetime | None
+    migrated_to: str | None  # the id-keyed volume made from it, if any
+
+
 def no_progress(percent: int, message: str) -> None:
     """The default progress callback: ignore it."""
 
@@ -95,6 +106,39 @@ class Backend(ABC):
     @abstractmethod
     def list_images(self) -> list[dict[str, Any]]:
         """Lattice images: name, reference, tags, id, size, created, labels."""
+
+    # The admin catalog's images: DockerCatalogOps (docker_catalog.py) for docker.
+
+    @abstractmethod
+    def build(
+        self,
+        context: bytes | BinaryIO,
+        reference: str,
+        log: Callable[[str], None],
+        buildargs: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        memory: str | int = "2g",
+        cpus: int = 1,
+        timeout: float = 1800,
+    ) -> dict[str, Any]:
+        """Build ``reference`` from a tar context (build_context.py), calling ``log`` with each
+        line; {"id", "size", "labels"}. BuildFailed names the failing step.
+
+        Each step gets ``memory`` and ``cpus``; the whole build gets ``timeout`` seconds."""
+
+    @abstractmethod
+    def pull(self, reference: str, progress: Progress, *, timeout: float = 1800) -> dict[str, Any]:
+        """Pull ``reference`` from its registry, reporting a percent that never goes backwards;
+        {"id", "size", "labels"}. ImageNotFound when the registry has no such image."""
+
+    @abstractmethod
+    def tag(self, source: str, reference: str) -> None:
+        """Give the image ``source`` the name ``reference`` too; ImageNotFound when it is not there."""
+
+    @abstractmethod
+    def image_exists(self, reference: str) -> bool:
+        """Whether the engine has an image called ``reference``."""
 
     @abstractmethod
     def exec(self, workspace_id: str, container: str, cmd: list[str]) -> tuple[int, bytes]:
@@ -153,7 +197,7 @@ class Backend(ABC):
         call made it, else still counted as missing by data_volume_exists."""
 
     @abstractmethod
-    def legacy_data_volumes(self) -> list[Any]:
+    def legacy_data_volumes(self) -> list[LegacyVolume]:
         """Data volumes named by username (before ids), each a LegacyVolume."""
 
     @abstractmethod

@@ -19,7 +19,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,13 +27,24 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import IPAMConfig, IPAMPool, LogConfig
 
 from .. import display_socket
 from . import names
 from .base import FAILED, MISSING, RUNNING, STOPPED, Backend, Progress, no_progress
 from .docker_catalog import DockerCatalogOps
+from .docker_common import (
+    LABEL_CONTAINER,
+    LABEL_OWNER,
+    LABEL_OWNER_ID,
+    LABEL_PREFIX,
+    LABEL_ROLE,
+    LABEL_WORKSPACE,
+    USER,
+    USER_ID,
+    status_code,
+    translated,
+)
 from .docker_data import DockerDataOps
 from .docker_display import DockerDisplayOps
 from .docker_usage import DockerUsageOps
@@ -42,7 +53,6 @@ from .egress import EgressFirewall
 from .errors import (
     ContainerNotFound,
     EngineError,
-    EngineUnavailable,
     ImageNotFound,
     InvalidSpecError,
     StartFailed,
@@ -53,16 +63,6 @@ from .specs import ContainerSpec, ContainerState, Endpoint, WorkspaceSpec
 
 logger = logging.getLogger(__name__)
 
-LABEL_PREFIX = "lattice.prefix"
-LABEL_WORKSPACE = "lattice.workspace"
-LABEL_OWNER = "lattice.owner"
-# On data volumes: the owner's stable id (the username can be reused).
-LABEL_OWNER_ID = "lattice.owner-id"
-LABEL_ROLE = "lattice.role"
-LABEL_CONTAINER = "lattice.container"
-
-USER_ID = 1000
-USER = f"{USER_ID}:{USER_ID}"
 X11_DIR = "/tmp/.X11-unix"  # noqa: S108  (a mount point inside the container, X11 fixes it)
 DATA_DIR = "/data"
 # Inside the display: where its folder of the socket root is mounted.
@@ -94,27 +94,6 @@ _STATES = {
 }
 
 T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn docker-py and transport errors into EngineErrors a user can read."""
-    try:
-        yield
-    except EngineError:
-        raise
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotFound(f"{what}: the image is not on this engine ({exc.explanation}).") from exc
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{what}: {exc.explanation or exc}") from exc
-    except requests.exceptions.Timeout as exc:
-        raise EngineError(f"{what}: the container engine did not answer in time.") from exc
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
-        raise EngineUnavailable(f"{what}: cannot reach the container engine ({exc}).") from exc
-
-
-def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status_code", None)
 
 
 def _ignore_missing(call: Callable[[], T]) -> T | None:
@@ -190,7 +169,7 @@ class DockerBackend(
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            with self._client_lock, _translated("Connecting to the container engine"):
+            with self._client_lock, translated("Connecting to the container engine"):
                 if self._client is None:
                     # version=None asks the engine which API it speaks (one call,
                     # once): docker-py's default is newer than Docker 20.10's.
@@ -218,7 +197,7 @@ class DockerBackend(
 
     def _rows(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
         """Containers (any state) from one list call: state, image, labels, IPs."""
-        with _translated("Listing containers"):
+        with translated("Listing containers"):
             return self.api.containers(all=True, filters=self._filters(workspace_id))
 
     @staticmethod
@@ -264,7 +243,7 @@ class DockerBackend(
 
         created = _Created()
         try:
-            with _translated("Starting the workspace"):
+            with translated("Starting the workspace"):
                 return self._start(spec, report, deadline, timeout, created)
         except BaseException:
             self._undo(spec, created)
@@ -437,7 +416,7 @@ class DockerBackend(
                     ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))]),
                 )
             except docker.errors.APIError as exc:
-                if _status(exc) == 409:  # it exists: reuse it
+                if status_code(exc) == 409:  # it exists: reuse it
                     return False
                 if "overlap" in str(exc).lower():
                     continue
@@ -554,7 +533,7 @@ class DockerBackend(
         except docker.errors.ImageNotFound as exc:
             raise ImageNotFound(f"The image {c.image} of {c.name!r} is not on this engine.") from exc
         except docker.errors.APIError as exc:
-            if _status(exc) != 409:
+            if status_code(exc) != 409:
                 raise
         # It exists. Apps are reused as they are (their filesystem is the
         # user's work); the display holds nothing of the user's, and its
@@ -646,7 +625,7 @@ class DockerBackend(
     @idempotent
     def stop(self, workspace_id: str) -> None:
         rows = [r for r in self._rows(workspace_id) if r["State"] in ("running", "restarting", "paused")]
-        with _translated("Stopping the workspace"):
+        with translated("Stopping the workspace"):
             self._raise_first(self._parallel([lambda r=r: self._stop_container(r) for r in rows]))
 
     def _stop_container(self, row: dict[str, Any]) -> None:
@@ -670,7 +649,7 @@ class DockerBackend(
                 except docker.errors.NotFound:
                     return
                 except docker.errors.APIError as exc:
-                    if _status(exc) == 409:  # not running any more
+                    if status_code(exc) == 409:  # not running any more
                         return
                     raise
                 next_signal = time.monotonic() + 0.5
@@ -685,7 +664,7 @@ class DockerBackend(
     @idempotent
     def remove(self, workspace_id: str) -> None:
         rows = self._rows(workspace_id)
-        with _translated("Removing the workspace"):
+        with translated("Removing the workspace"):
             results = self._parallel(
                 [
                     lambda r=r: _ignore_missing(lambda: self.api.remove_container(r["Id"], force=True))
@@ -693,7 +672,7 @@ class DockerBackend(
                 ]
             )
             # 409: docker is already removing it.
-            self._raise_first([r for r in results if _status(r) != 409])
+            self._raise_first([r for r in results if status_code(r) != 409])
             for net in self.api.networks(filters=self._filters(workspace_id)):
                 _ignore_missing(lambda net=net: self.api.remove_network(net["Id"]))
             volumes = self.api.volumes(filters=self._filters(workspace_id)).get("Volumes") or []
@@ -762,7 +741,7 @@ class DockerBackend(
         out = {ws: self._workspace_state(rows) for ws, rows in by_ws.items()}
         # A network or X volume without containers is left from a crash; it
         # is listed (as missing) so a reconcile can remove() it.
-        with _translated("Listing workspaces"):
+        with translated("Listing workspaces"):
             leftovers = list(self.api.networks(filters=self._filters()))
             leftovers += self.api.volumes(filters=self._filters()).get("Volumes") or []
         for obj in leftovers:
@@ -780,7 +759,7 @@ class DockerBackend(
 
     @idempotent
     def image_labels(self, image: str) -> dict[str, str]:
-        with _translated(f"Reading image {image}"):
+        with translated(f"Reading image {image}"):
             try:
                 info = self.api.inspect_image(image)
             except docker.errors.NotFound as exc:
@@ -795,7 +774,7 @@ class DockerBackend(
         labels are inherited by images built FROM another, so a label cannot
         name the image itself.
         """
-        with _translated("Listing images"):
+        with translated("Listing images"):
             rows = self.api.images()
         out = []
         for row in rows:
@@ -823,13 +802,13 @@ class DockerBackend(
 
     def exec(self, workspace_id: str, container: str, cmd: list[str]) -> tuple[int, bytes]:
         name = names.container(self.prefix, str(workspace_id), container)
-        with _translated(f"Running a command in {container}"):
+        with translated(f"Running a command in {container}"):
             try:
                 exec_id = self.api.exec_create(name, cmd, user=USER, stdout=True, stderr=True)["Id"]
             except docker.errors.NotFound as exc:
                 raise ContainerNotFound(f"The workspace has no container {container!r}.") from exc
             except docker.errors.APIError as exc:
-                if _status(exc) == 409:
+                if status_code(exc) == 409:
                     raise EngineError(f"The container {container!r} is not running.") from exc
                 raise
             output = self.api.exec_start(exec_id)

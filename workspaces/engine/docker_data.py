@@ -16,21 +16,13 @@ import docker.errors
 import requests
 
 from . import names
-from .docker_catalog import split_reference
+from .docker_common import WORKSPACE_LABELS, translated
 from .errors import ContainerNotFound, EngineError, ImageNotFound
 
 # The engine's diff kinds.
 _KINDS = {0: "changed", 1: "added", 2: "deleted"}
 # Mounted, not part of the container's own filesystem, or rewritten at every start.
 _NOT_SAVED = ("/data", "/tmp/.X11-unix", "/dev", "/proc", "/sys", "/run", "/tmp/.X0-lock")  # noqa: S108
-# Container labels that describe one workspace: a saved image must not carry them.
-_WORKSPACE_LABELS = (
-    "lattice.prefix",
-    "lattice.workspace",
-    "lattice.owner",
-    "lattice.role",
-    "lattice.container",
-)
 # Secrets the display gets at create time; a saved image must not keep them.
 _SECRET_ENV = ("LATTICE_VNC_PASSWORD", "LATTICE_VNC_VIEW_PASSWORD")
 
@@ -123,9 +115,7 @@ class DockerDataOps:
 
     def diff(self, workspace_id: str, container: str) -> list[dict[str, str]]:
         """What the container changed in its own filesystem: [{"path", "kind"}]."""
-        from .docker_backend import _translated
-
-        with _translated(f"Listing the changes of {container}"):
+        with translated(f"Listing the changes of {container}"):
             try:
                 rows = self.api.diff(self._docker_name(workspace_id, container)) or []
             except docker.errors.NotFound as exc:
@@ -140,13 +130,11 @@ class DockerDataOps:
         self, workspace_id: str, container: str, reference: str, labels: dict[str, str]
     ) -> dict[str, Any]:
         """Save the container as ``reference`` (paused while the engine copies it)."""
-        from .docker_backend import _translated
-
-        repository, tag = split_reference(reference)
+        repository, tag = names.split_reference(reference)
         changes = [f"ENV {name}=" for name in _SECRET_ENV]
-        changes += [f'LABEL {key}=""' for key in _WORKSPACE_LABELS]
+        changes += [f'LABEL {key}=""' for key in WORKSPACE_LABELS]
         changes += [f"LABEL {key}={_quote(value)}" for key, value in labels.items()]
-        with _translated(f"Saving {container}"):
+        with translated(f"Saving {container}"):
             try:
                 result = self.api.commit(
                     self._docker_name(workspace_id, container),
@@ -161,9 +149,7 @@ class DockerDataOps:
         return {"id": info["Id"], "size": info.get("Size", 0), "reference": reference}
 
     def image_size(self, reference: str) -> int:
-        from .docker_backend import _translated
-
-        with _translated(f"Reading image {reference}"):
+        with translated(f"Reading image {reference}"):
             try:
                 return int(self.api.inspect_image(reference).get("Size", 0))
             except docker.errors.NotFound as exc:
@@ -171,9 +157,7 @@ class DockerDataOps:
 
     def remove_image(self, reference: str) -> None:
         """Remove one tag; the layers go when nothing else uses them. Missing is success."""
-        from .docker_backend import _translated
-
-        with _translated(f"Removing image {reference}"):
+        with translated(f"Removing image {reference}"):
             try:
                 self.api.remove_image(reference, noprune=False)
             except docker.errors.NotFound:
@@ -224,10 +208,8 @@ class DockerDataOps:
 
     def _snapshot(self, owner_id: int, path: str, out: BinaryIO) -> None:
         """A tar (from the helper) holding snapshot/files.tar, snapshot/sockets and snapshot/errors."""
-        from .docker_backend import _translated
-
         volume = names.data_volume(self.prefix, owner_id)
-        with _translated("Reading the files to copy"):
+        with translated("Reading the files to copy"):
             container = self.file_ops_container(
                 {volume: {"bind": "/data", "mode": "ro"}},
                 command=["bash", "-c", SNAPSHOT_SCRIPT, "snapshot", path.strip("/")],
@@ -240,10 +222,8 @@ class DockerDataOps:
 
     def _copy_in(self, owner_id: int, path: str, incoming: BinaryIO) -> list[tuple[str, str, str, bytes]]:
         """Put the files into the owner's volume; the helper's records."""
-        from .docker_backend import _translated
-
         volume = names.data_volume(self.prefix, owner_id)
-        with _translated("Copying files"):
+        with translated("Copying files"):
             # The same labelled volume a workspace start would make; at /data,
             # where the image has it owned by the user, so a new one gets that.
             self._ensure_volume(volume, self.data_volume_labels(owner_id))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import docker
 
 from . import names
+from .docker_common import USER, status_code, translated
 from .errors import ContainerNotFound, EngineError
 
 # Where lattice-display keeps Xvnc's password file (its -rfbauth).
@@ -29,13 +30,11 @@ class DockerDisplayOps:
     prefix: str
 
     def set_vnc_passwords(self, workspace_id: str, password: str, view_password: str) -> None:
-        from .docker_backend import USER, _status, _translated
-
         if not password or not view_password:
             raise EngineError("A display needs both VNC passwords.")
         name = names.container(self.prefix, str(workspace_id), "display")
         env = {"P": password, "V": view_password, "F": RFBAUTH}
-        with _translated("Changing the display's passwords"):
+        with translated("Changing the display's passwords"):
             try:
                 exec_id = self.api.exec_create(
                     name, ["sh", "-c", _WRITE], user=USER, environment=env, stdout=True, stderr=True
@@ -43,7 +42,7 @@ class DockerDisplayOps:
             except docker.errors.NotFound as exc:
                 raise ContainerNotFound("The workspace has no display.") from exc
             except docker.errors.APIError as exc:
-                if _status(exc) == 409:
+                if status_code(exc) == 409:
                     raise EngineError("The display is not running.") from exc
                 raise
             output = self.api.exec_start(exec_id)

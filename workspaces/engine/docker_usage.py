@@ -48,6 +48,7 @@ import docker
 import docker.errors
 
 from .base import ContainerDisk
+from .docker_common import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE, translated
 from .errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -206,8 +207,6 @@ class DockerUsageOps:
     def container_disk_usage(
         self, seconds: float | None = None, first: Collection[str] = ()
     ) -> list[ContainerDisk]:
-        from .docker_backend import LABEL_CONTAINER, LABEL_ROLE, LABEL_WORKSPACE
-
         deadline = None if seconds is None else time.monotonic() + seconds
         rows = []
         for row in self._running_rows():
@@ -253,10 +252,8 @@ class DockerUsageOps:
             return None
 
     def _running_rows(self) -> list[dict]:
-        from .docker_backend import _translated
-
         running = {**self._filters(), "status": ["running"]}
-        with _translated("Listing the running containers"):
+        with translated("Listing the running containers"):
             return self.api.containers(filters=running)
 
     def _measure(self, container_id: str) -> tuple[int | None, bool]:
@@ -272,10 +269,8 @@ class DockerUsageOps:
         return self._engine_written(container_id), True
 
     def _upper_dir_of(self, container_id: str) -> str | None:
-        from .docker_backend import _translated
-
         try:
-            with _translated("Inspecting a container"):
+            with translated("Inspecting a container"):
                 return _upper_dir(self.api.inspect_container(container_id))
         except EngineError as exc:
             if isinstance(exc.__cause__, docker.errors.NotFound):
@@ -285,10 +280,8 @@ class DockerUsageOps:
 
     def _engine_written(self, container_id: str) -> int | None:
         """Bytes the engine says the container wrote (SizeRw); None when it could not measure it."""
-        from .docker_backend import _translated
-
         try:
-            with _translated("Measuring a container's disk use"):
+            with translated("Measuring a container's disk use"):
                 rows = self.api.containers(all=True, size=True, filters={"id": [container_id]})
         except EngineError as exc:
             if isinstance(exc.__cause__, docker.errors.NotFound):

@@ -33,7 +33,6 @@ import logging
 import posixpath
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -41,6 +40,17 @@ import docker.errors
 import requests
 
 from . import names
+from .base import LegacyVolume
+from .docker_common import (
+    LABEL_OWNER,
+    LABEL_OWNER_ID,
+    LABEL_PREFIX,
+    LABEL_ROLE,
+    MIGRATED_FROM_LABEL,
+    RESTORED_LABEL,
+    USER,
+    translated,
+)
 from .errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -48,9 +58,6 @@ logger = logging.getLogger(__name__)
 CHUNK = 1 << 20
 # In /data while an import runs; see the module docstring.
 RESTORING = ".lattice-restoring"
-RESTORED_LABEL = "lattice.restored"
-# On an id-keyed volume made from a username-keyed one: the old volume's name.
-MIGRATED_FROM_LABEL = "lattice.migrated-from"
 # In the import helper's own /tmp (never in /data): the links to make after the unpack.
 _LINKS = "lattice-links"
 # Makes the links listed in /tmp/lattice-links (NUL-separated target, path,
@@ -70,16 +77,6 @@ if [ -f /tmp/{_LINKS} ]; then
 fi
 rm -f /data/{RESTORING}
 """
-
-
-@dataclass(frozen=True)
-class LegacyVolume:
-    """A data volume named by username, from before volumes were keyed by id."""
-
-    name: str
-    username: str | None  # None when neither its label nor its name says whose it was
-    created: datetime | None
-    migrated_to: str | None  # the id-keyed volume made from it, if any
 
 
 def _marker_tar() -> bytes:
@@ -201,14 +198,12 @@ class DockerVolumeOps:
 
     def file_ops_container(self, binds: dict[str, dict[str, str]], command: list[str] | None = None) -> str:
         """A hardened, network-less helper container over some volumes (not started)."""
-        from .docker_backend import USER
-
         return self.api.create_container(
             self.file_ops_image,
             command=command or ["true"],
             user=USER,
             network_disabled=True,
-            labels={"lattice.prefix": self.prefix, "lattice.role": "file-ops"},
+            labels={LABEL_PREFIX: self.prefix, LABEL_ROLE: "file-ops"},
             host_config=self.api.create_host_config(
                 binds=binds,
                 cap_drop=["ALL"],
@@ -245,9 +240,7 @@ class DockerVolumeOps:
 
     def data_volume_exists(self, owner_id: int) -> bool:
         """The volume is there, and no import of it was cut short."""
-        from .docker_backend import _translated
-
-        with _translated("Looking for the data volume"):
+        with translated("Looking for the data volume"):
             volume = self._data_volume(owner_id)
             if volume is None:
                 return False
@@ -258,9 +251,7 @@ class DockerVolumeOps:
 
     def export_data(self, owner_id: int, out: BinaryIO) -> None:
         """Write a tar of the owner's whole /data to ``out``."""
-        from .docker_backend import _translated
-
-        with _translated("Exporting the data volume"):
+        with translated("Exporting the data volume"):
             volume = self._data_volume(owner_id)
             if volume is None:
                 raise EngineError("There is no data volume for this user on this engine.")
@@ -283,14 +274,12 @@ class DockerVolumeOps:
         again when the import fails; one that was there keeps the RESTORING
         marker, so it still counts as missing.
         """
-        from .docker_backend import _translated
-
         volume = names.data_volume(self.prefix, owner_id)
         labels = {**self.data_volume_labels(owner_id), RESTORED_LABEL: "1"}
         if migrated_from:
             labels[MIGRATED_FROM_LABEL] = migrated_from
         links, folders = _outward_links(tar)
-        with _translated("Restoring the data volume"):
+        with translated("Restoring the data volume"):
             # The same labelled volume a workspace start would make.
             created = self._ensure_volume(volume, labels)
             try:
@@ -321,11 +310,9 @@ class DockerVolumeOps:
 
     def legacy_data_volumes(self) -> list[LegacyVolume]:
         """This prefix's data volumes that are named by username (not by id), oldest first."""
-        from .docker_backend import LABEL_OWNER, LABEL_OWNER_ID, _translated
-
-        with _translated("Listing data volumes"):
+        with translated("Listing data volumes"):
             found = (
-                self.api.volumes(filters={"label": [f"lattice.prefix={self.prefix}", "lattice.role=data"]})
+                self.api.volumes(filters={"label": [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ROLE}=data"]})
                 or {}
             ).get("Volumes") or []
         migrated = {
@@ -348,9 +335,7 @@ class DockerVolumeOps:
 
     def export_legacy_data(self, name: str, out: BinaryIO) -> None:
         """Write a tar of a username-keyed volume (as legacy_data_volumes names it) to ``out``."""
-        from .docker_backend import _translated
-
         if not name.startswith(f"{self.prefix}-data-") or name.startswith(f"{self.prefix}-data-u-"):
             raise EngineError(f"{name} is not a data volume named by username.")
-        with _translated("Exporting the old data volume"), self._over_volume(name, "ro") as container:
+        with translated("Exporting the old data volume"), self._over_volume(name, "ro") as container:
             self._archive_to(container, out)

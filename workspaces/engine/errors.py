@@ -29,3 +29,11 @@ class StartFailed(EngineError):
 
 class InvalidSpecError(EngineError, ValueError):
     """A spec that can never start (a programming error, not an engine fault)."""
+
+
+class BuildFailed(EngineError):
+    """A build stopped; the message names the failing step and the error."""
+
+    def __init__(self, message: str, step: str = "", error: str = "") -> None:
+        super().__init__(message)
+        self.step, self.error = step, error

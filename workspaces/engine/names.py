@@ -1,4 +1,5 @@
-"""Deterministic engine object names, so start/stop/remove find what exists.
+"""Deterministic engine object names, so start/stop/remove find what exists,
+and image references taken apart (split_reference) as the engine reads them.
 
 Every name is <prefix>-...; owners and workspace ids are escaped so that any
 Django username (letters of any script, digits, @.+-_) or id gives a valid
@@ -117,3 +118,26 @@ def unescape(escaped: str) -> str | None:
     except UnicodeDecodeError:
         return None
     return value if escape(value) == escaped else None
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """(repository, tag) or (repository, "sha256:…") for a digest; no tag means latest.
+
+    "127.0.0.1:5000/course/python" has no tag: the colon belongs to the registry.
+    """
+    if "@" in reference:
+        repository, digest = reference.split("@", 1)
+        name = repository.rsplit("/", 1)[-1]
+        if ":" in name:  # name:tag@digest: the digest decides
+            repository = repository.rsplit(":", 1)[0]
+        return repository, digest
+    if ":" in reference.rsplit("/", 1)[-1]:
+        repository, tag = reference.rsplit(":", 1)
+        return repository, tag
+    return reference, "latest"
+
+
+def full_reference(reference: str) -> str:
+    """The reference with its tag (":latest" when none) or digest, as the engine names it."""
+    repository, ref = split_reference(reference)
+    return f"{repository}@{ref}" if ":" in ref else f"{repository}:{ref}"

@@ -33,7 +33,7 @@ MAX_PAUSE = 4.0
 
 
 def _engine_cause(exc: BaseException) -> BaseException:
-    """The docker-py or transport error behind an EngineError (``_translated`` raises from it)."""
+    """The docker-py or transport error behind an EngineError (``docker_common.translated`` raises from it)."""
     if isinstance(exc, EngineError) and exc.__cause__ is not None:
         return exc.__cause__
     return exc

@@ -85,7 +85,7 @@ class MemorySampler(threading.Thread):
 
 def first_frame(client, url: str, deadline: float) -> None:
     """A view token, then one framebuffer update through the proxy; retried until the deadline."""
-    from workspaces.rfb import RFBClient
+    from workspaces.display.rfb import RFBClient
 
     while True:
         try:

@@ -67,7 +67,7 @@ def lattice():
         [
             sys.executable,
             "-m",
-            "workspaces.display_proxy",
+            "workspaces.display.proxy",
             "--listen",
             f"127.0.0.1:{proxy_port}",
             "--origins",

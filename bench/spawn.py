@@ -16,7 +16,7 @@ import time
 
 from harness import ORIGIN, lattice
 
-from workspaces.rfb import RFBClient
+from workspaces.display.rfb import RFBClient
 
 
 def percentile(values: list[float], q: float) -> float:

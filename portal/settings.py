@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from kombu import Queue
 
-from portal import env
+from workspaces.lib import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.string("LATTICE_VAR_DIR", str(BASE_DIR / "var")))
@@ -238,7 +238,7 @@ CELERY_TASK_ROUTES = {
     "workspaces.tasks.workspace.capture_thumbnail": {"queue": CAPTURES_QUEUE},
     "workspaces.tasks.reconcile.reconcile": {"queue": UPKEEP_QUEUE},
 }
-# A capture ends by itself within its deadline (workspaces/rfb.py); the time
+# A capture ends by itself within its deadline (workspaces/display/rfb.py); the time
 # limits are the worker's backstop (enforced by its prefork pool).
 LATTICE_CAPTURE_DEADLINE = env.number("LATTICE_CAPTURE_DEADLINE", 10.0, minimum=1)
 CELERY_TASK_ANNOTATIONS = {

@@ -238,7 +238,7 @@ def start_display_proxy(name: str, origins: str, port: int | None = None, **env:
         [
             sys.executable,
             "-m",
-            "workspaces.display_proxy",
+            "workspaces.display.proxy",
             "--listen",
             f"127.0.0.1:{port}",
             "--redis",

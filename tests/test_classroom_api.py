@@ -5,7 +5,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from workspaces import classrooms, display_tokens, lifecycle, tasks, teaching
+from workspaces import classrooms, lifecycle, tasks, teaching
+from workspaces.display import tokens as display_tokens
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from workspaces import audit, display_tokens, lifecycle, teaching, thumbnails
+from workspaces import audit, lifecycle, teaching, thumbnails
+from workspaces.display import tokens as display_tokens
 from workspaces.models import (
     AuditEvent,
     AuditLogIsAppendOnly,

@@ -14,9 +14,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import pointer, sh, wait_for_job, wait_for_state
-from workspaces.display_socket import DisplayTarget
+from workspaces.display.rfb import RFBClient, RFBError
+from workspaces.display.sockets import DisplayTarget
 from workspaces.models import Classroom, Seat, Workspace
-from workspaces.rfb import RFBClient, RFBError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 CLASS_SIZE = 5

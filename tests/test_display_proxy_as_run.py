@@ -23,8 +23,9 @@ from django.conf import settings
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running
 from tests.services import ROOT, Process, free_port, redis_server_command, wait_for_port
-from workspaces import display_tokens, lifecycle
-from workspaces.rfb import RFBClient
+from workspaces import lifecycle
+from workspaces.display import tokens as display_tokens
+from workspaces.display.rfb import RFBClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 USER = "lattice-display"

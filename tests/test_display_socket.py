@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.listeners import UnixListener
-from workspaces.display_socket import (
+from workspaces.display.sockets import (
     SOCKET_NAME,
     DisplayRefused,
     DisplayTarget,
@@ -104,7 +104,7 @@ def test_a_socket_whose_listener_is_a_host_process_is_refused_before_a_byte(root
 
 def test_the_peer_must_be_uid_1000_the_recorded_pid_and_in_the_container(monkeypatch):
     monkeypatch.setattr(
-        "workspaces.display_socket.container_of", lambda pid: CONTAINER if pid == 10 else OTHER
+        "workspaces.display.sockets.container_of", lambda pid: CONTAINER if pid == 10 else OTHER
     )
     check_peer(Peer(pid=10, uid=1000), CONTAINER, 10)  # the display's own Xvnc
     with pytest.raises(DisplayRefused, match="uid 0"):

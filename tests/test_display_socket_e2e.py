@@ -24,11 +24,12 @@ from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, sh
 from tests.listeners import UnixListener
 from tests.services import ARTIFACTS
-from workspaces import display_tokens, lifecycle, thumbnails
+from workspaces import lifecycle, thumbnails
+from workspaces.display import tokens as display_tokens
+from workspaces.display.rfb import RFBClient
 from workspaces.engine.errors import StartTimeout
 from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
-from workspaces.rfb import RFBClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 SOCKET = "/run/lattice-vnc/vnc.sock"  # the display's socket, as the student sees it

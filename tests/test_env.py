@@ -8,8 +8,8 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from portal import env
 from tests.services import ROOT
+from workspaces.lib import env
 
 
 def test_a_secret_comes_from_the_file_named_by_name_file(monkeypatch, tmp_path):

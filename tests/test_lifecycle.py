@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from tests.fakes import endpoint_state, use_engine
-from workspaces import display_tokens, lifecycle, tasks
+from workspaces import lifecycle, tasks
+from workspaces.display import tokens as display_tokens
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineUnavailable
 from workspaces.engine.specs import ContainerState, Endpoint

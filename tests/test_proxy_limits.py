@@ -16,10 +16,11 @@ from websockets.sync.client import connect
 from tests.conftest import TEST_ORIGIN, start_display_proxy
 from tests.e2e import running
 from tests.fakes import endpoint_state
-from workspaces import display_tokens, lifecycle
-from workspaces.display_proxy import MESSAGE_SLACK
+from workspaces import lifecycle
+from workspaces.display import tokens as display_tokens
+from workspaces.display.proxy import MESSAGE_SLACK
+from workspaces.display.rfb import RFBClient
 from workspaces.models import Workspace
-from workspaces.rfb import RFBClient
 
 CLIPBOARD = 4096
 PER_WORKSPACE = 3

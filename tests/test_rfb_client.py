@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from workspaces.rfb import RFBClient, RFBError, RFBTimeout, _Socket
+from workspaces.display.rfb import RFBClient, RFBError, RFBTimeout, _Socket
 
 Behaviour = Callable[[socket.socket], None]
 

@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings as site
 
 from tests.test_rfb_client import drip_forever, fake_server, handshake, in_thread  # noqa: F401  (a fixture)
-from workspaces import rfb, tasks, thumbnails
+from workspaces import tasks, thumbnails
+from workspaces.display import rfb
 from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
 
@@ -96,7 +97,7 @@ def test_captures_run_in_their_own_queue_never_in_front_of_a_start():
 def display(fake_server, monkeypatch):  # noqa: F811  (the imported fixture)
     """A workspace whose display is a fake server doing ``behaviour``.
 
-    The connect itself (display_socket.open_display: the path and the peer
+    The connect itself (sockets.open_display: the path and the peer
     checked) is tested with the display proxy; here it hands over the fake's socket.
     """
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from workspaces import display_tokens, lifecycle
-from workspaces.rfb_filter import Refused, ViewOnlyInput
+from workspaces import lifecycle
+from workspaces.display import tokens as display_tokens
+from workspaces.display.rfb_filter import Refused, ViewOnlyInput
 
 HANDSHAKE_38 = b"RFB 003.008\n" + b"\x02" + b"k" * 16 + b"\x00"
 SET_PIXEL_FORMAT = struct.pack(">B3xBBBBHHHBBB3x", 0, 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)

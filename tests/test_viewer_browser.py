@@ -88,7 +88,8 @@ def test_the_viewer_loads_itself_again_when_novnc_failed_to_load(page, live_serv
 def test_a_dropped_connection_comes_back_with_a_fresh_token(
     page, live_server_url, make_user, engine, display_proxy_url
 ):
-    from workspaces import display_tokens, lifecycle
+    from workspaces import lifecycle
+    from workspaces.display import tokens as display_tokens
 
     ws_id = open_running_desktop(page, live_server_url, make_user, "lovelace")
     tokens = []

@@ -3,7 +3,8 @@
 import pytest
 
 from tests.fakes import endpoint_state
-from workspaces import display_tokens, lifecycle
+from workspaces import lifecycle
+from workspaces.display import tokens as display_tokens
 from workspaces.models import Image, Workspace
 
 pytestmark = pytest.mark.django_db

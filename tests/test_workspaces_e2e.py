@@ -29,9 +29,10 @@ from tests.e2e import (
     wait_until_gone,
 )
 from tests.services import ARTIFACTS
-from workspaces import display_tokens, lifecycle
+from workspaces import lifecycle
+from workspaces.display import tokens as display_tokens
+from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.models import Image, Workspace
-from workspaces.rfb import RFBClient, RFBError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 # How a refused display connection looks to a client: the proxy closes it

@@ -17,8 +17,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import display_tokens, refusals
+from . import refusals
 from .catalog import launchable
+from .display import tokens as display_tokens
 from .engine.errors import InvalidSpecError
 from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
 from .models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from . import audit, display_tokens, lifecycle, refusals
+from . import audit, lifecycle, refusals
+from .display import tokens as display_tokens
 from .events import publish, publish_group, user_group
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
 

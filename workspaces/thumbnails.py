@@ -15,10 +15,10 @@ import time
 
 from django.conf import settings
 
-from .display_socket import DisplayTarget
+from .display.rfb import RFBClient, RFBError
+from .display.sockets import DisplayTarget
 from .lifecycle import WrongState, redis_client
 from .models import Workspace
-from .rfb import RFBClient, RFBError
 
 MAX_AGE = 4  # seconds a picture counts as current
 KEEP = 60  # seconds a picture is kept at all

@@ -19,6 +19,7 @@ from django.db.models import Q
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.e2e import engine_id
+from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.engine.base import RUNNING
 from workspaces.engine_access import backend
 from workspaces.models import (
@@ -33,7 +34,6 @@ from workspaces.models import (
     Workspace,
     WorkspaceState,
 )
-from workspaces.rfb import RFBClient, RFBError
 
 # How the proxy refuses a token (or finds no display behind it).
 REFUSED = (InvalidHandshake, ConnectionClosed, RFBError, OSError)

@@ -21,10 +21,10 @@ from tests.engine.conftest import (
     inspect,
     prefixed,
 )
-from workspaces.display_socket import DisplayTarget
+from workspaces.display.rfb import RFBClient, RFBError
+from workspaces.display.sockets import DisplayTarget
 from workspaces.engine import ContainerSpec, Limits, names
 from workspaces.engine.errors import EngineError, ImageNotFound, InvalidSpecError, StartFailed, StartTimeout
-from workspaces.rfb import RFBClient, RFBError
 
 XENV = "DISPLAY=:0 XAUTHORITY=/tmp/.X11-unix/Xauthority"
 

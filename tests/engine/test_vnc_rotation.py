@@ -6,8 +6,8 @@ import pytest
 
 from tests.engine.conftest import PASSWORD, VIEW_PASSWORD
 from tests.engine.test_docker_backend import connect
+from workspaces.display.rfb import RFBError
 from workspaces.engine.errors import EngineError
-from workspaces.rfb import RFBError
 
 
 def test_new_passwords_open_the_display_and_the_old_ones_nothing(backend, desktop):

@@ -29,7 +29,7 @@ import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool, LogConfig
 
-from .. import display_socket
+from ..display import sockets as display_socket
 from . import names
 from .base import FAILED, MISSING, RUNNING, STOPPED, Backend, Progress, no_progress
 from .docker_catalog import DockerCatalogOps
@@ -337,7 +337,7 @@ class DockerBackend(
         root the display proxy's group), and setgid: the socket takes that
         group, so the proxy, in that group and nothing more, may connect
         (Xvnc makes it mode 0660). The student can still write here: readers
-        connect through workspaces/display_socket.py, which trusts nothing in it.
+        connect through workspaces/display/sockets.py, which trusts nothing in it.
         """
         os.makedirs(self.socket_root, mode=0o711, exist_ok=True)
         path = self._socket_dir(workspace_id)

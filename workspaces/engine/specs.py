@@ -160,7 +160,7 @@ class Endpoint:
     may open this path (the display proxy, the worker) can reach it.
     The student can write in the socket's folder, so the path alone proves
     nothing: whoever connects insists that the listener is process
-    ``server_pid`` of container ``container_id`` (workspaces/display_socket.py).
+    ``server_pid`` of container ``container_id`` (workspaces/display/sockets.py).
     """
 
     path: str

@@ -16,7 +16,8 @@ import logging
 from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
-from .. import display_tokens, jobs, leases, lifecycle, saving
+from .. import jobs, leases, lifecycle, saving
+from ..display import tokens as display_tokens
 from ..engine.base import EngineError
 from ..engine_access import backend
 from ..models import Workspace, WorkspaceState

@@ -1,6 +1,6 @@
 """The display proxy: websockify with our tokens, Origin check, view-only filter and revocation.
 
-Run as ``python -m workspaces.display_proxy``. A browser connects to
+Run as ``python -m workspaces.display.proxy``. A browser connects to
 ``ws://<proxy>/?token=<t>``; the token (single use, from Redis) alone decides
 the target, a display's unix socket on this host, so a client can never
 choose where it connects. Each connection runs in its own process (websockify
@@ -14,7 +14,7 @@ forks one per client); in it:
   released).
 
 Nothing it is sent may make it hold unbounded memory or reach anything but
-the display: the display's socket is opened by ``display_socket.open_display``
+the display: the display's socket is opened by ``sockets.open_display``
 (no link followed; the listener must be the display container's own VNC
 server, checked before a byte is relayed); a websocket message is at most
 the clipboard limit plus a little; a view-only filter holds at most one RFB
@@ -48,9 +48,8 @@ from websockify import auth_plugins, websockifyserver
 from websockify.websocket import WebSocketWantReadError
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
-from portal import env
-
-from . import display_socket, display_tokens
+from ..lib import env
+from . import sockets, tokens
 from .rfb_filter import DEFAULT_MAX_CLIPBOARD, Refused, ViewOnlyInput
 
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s'\"]+")
@@ -153,8 +152,8 @@ class RedisTokens:
     def __init__(self, src: str):
         self.redis = redis.Redis.from_url(src)
 
-    def consume(self, token: str | None) -> display_tokens.Grant | None:
-        return display_tokens.consume(self.redis, token or "")
+    def consume(self, token: str | None) -> tokens.Grant | None:
+        return tokens.consume(self.redis, token or "")
 
 
 class OriginCheck:
@@ -171,7 +170,7 @@ class OriginCheck:
 
 class Handler(ProxyRequestHandler):
     SocketClass = BoundedWebSocket
-    grant: display_tokens.Grant | None = None
+    grant: tokens.Grant | None = None
     input_filter: ViewOnlyInput | None = None
     connection: str | None = None  # this connection's id in the per-workspace and per-user counts
     display: socket.socket | None = None  # connected and checked before the websocket opens
@@ -186,20 +185,18 @@ class Handler(ProxyRequestHandler):
             self._release()
 
     def validate_connection(self) -> None:
-        tokens: RedisTokens = self.server.token_plugin
+        store: RedisTokens = self.server.token_plugin
         token = (parse_qs(urlparse(self.path).query).get("token") or [None])[0]
-        grant = tokens.consume(token)
+        grant = store.consume(token)
         if grant is None:
             # websockify's own message quotes the token; ours does not.
             raise self.server.EClose("Display token unknown, used or expired")
         self.grant = grant
-        self.opened = display_tokens.now(tokens.redis)
+        self.opened = tokens.now(store.redis)
         limits: Limits = self.server.limits
         if grant.user is None:
             raise self.server.EClose("Display token names no user; ask for a new one")
-        self.connection = display_tokens.open_connection(
-            tokens.redis, grant, limits.per_workspace, limits.per_user
-        )
+        self.connection = tokens.open_connection(store.redis, grant, limits.per_workspace, limits.per_user)
         if self.connection is None:
             self.log_message(
                 "too many connections to workspace %s or of user %s", grant.workspace, grant.user
@@ -209,11 +206,11 @@ class Handler(ProxyRequestHandler):
         if grant.mode == "view":
             self.input_filter = ViewOnlyInput(max_clipboard=limits.max_clipboard)
 
-    def _open_display(self, grant: display_tokens.Grant) -> socket.socket:
+    def _open_display(self, grant: tokens.Grant) -> socket.socket:
         """The display's socket, connected and checked; nothing of the client's is sent yet."""
         try:
-            sock = display_socket.open_display(grant.target(), CONNECT_TIMEOUT)
-        except display_socket.DisplayRefused as exc:
+            sock = sockets.open_display(grant.target(), CONNECT_TIMEOUT)
+        except sockets.DisplayRefused as exc:
             # Someone put something else where the display's socket belongs: say so, keep the token out.
             self.log_message("REFUSED the display of workspace %s: %s", grant.workspace, exc)
             raise self.server.EClose("The display did not answer as it should; nothing was sent") from None
@@ -243,7 +240,7 @@ class Handler(ProxyRequestHandler):
         if self.connection is not None:
             connection, self.connection = self.connection, None
             try:
-                display_tokens.close_connection(self.server.token_plugin.redis, self.grant, connection)
+                tokens.close_connection(self.server.token_plugin.redis, self.grant, connection)
             except redis.RedisError as exc:
                 self.log_message("could not uncount a connection (it expires by itself): %s", exc)
 
@@ -272,13 +269,13 @@ class Handler(ProxyRequestHandler):
 
     def _end_when_revoked(self, target: socket.socket, done: threading.Event) -> None:
         client = self.server.token_plugin.redis
-        next_heartbeat = time.monotonic() + display_tokens.CONNECTION_HEARTBEAT
+        next_heartbeat = time.monotonic() + tokens.CONNECTION_HEARTBEAT
         while not done.wait(REVOCATION_CHECK):
             try:
-                revoked = display_tokens.revoked_since(client, self.grant.all_scopes, self.opened)
+                revoked = tokens.revoked_since(client, self.grant.all_scopes, self.opened)
                 if time.monotonic() >= next_heartbeat and self.connection is not None:
-                    display_tokens.connection_alive(client, self.grant, self.connection)
-                    next_heartbeat = time.monotonic() + display_tokens.CONNECTION_HEARTBEAT
+                    tokens.connection_alive(client, self.grant, self.connection)
+                    next_heartbeat = time.monotonic() + tokens.CONNECTION_HEARTBEAT
             except redis.RedisError:
                 continue  # Redis is back in a moment; the display stays open meanwhile
             if revoked:

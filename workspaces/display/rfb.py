@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from Crypto.Cipher import DES
 from websockets.sync.client import connect
 
-from .display_socket import DisplayTarget, open_display
+from .sockets import DisplayTarget, open_display
 
 VNC_AUTH = 2
 

@@ -4,16 +4,25 @@ Every secret can also come from a file named by ``<NAME>_FILE`` so that
 Docker/Kubernetes secrets work without putting the value in the environment.
 A value that cannot be read or understood stops start-up with a message that
 names the variable, never with a bare traceback from deep inside Django.
+
+Read by the portal's settings and by the display proxy, which does not load
+Django (workspaces/display/proxy.py): so this module imports no Django at
+import time, only Django's error once a value is refused.
 """
 
 from __future__ import annotations
 
 import os
 
-from django.core.exceptions import ImproperlyConfigured
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def _refused(message: str) -> Exception:
+    """The error that stops start-up: Django's own, so its settings report it as one of theirs."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    return ImproperlyConfigured(message)
 
 
 def string(name: str, default: str = "") -> str:
@@ -23,7 +32,7 @@ def string(name: str, default: str = "") -> str:
             with open(path, encoding="utf-8") as fh:
                 return fh.read().strip()
         except OSError as exc:
-            raise ImproperlyConfigured(
+            raise _refused(
                 f"{name}_FILE={path}: cannot read it ({exc.strerror}). "
                 f"Create that file (readable by this user) or unset {name}_FILE."
             ) from None
@@ -36,14 +45,12 @@ def boolean(name: str, default: bool = False) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise ImproperlyConfigured(
-        f"{name}={raw!r} is not a boolean: use 1 or 0 (or true/false, yes/no, on/off)."
-    )
+    raise _refused(f"{name}={raw!r} is not a boolean: use 1 or 0 (or true/false, yes/no, on/off).")
 
 
 def _at_least(name: str, value: int | float, minimum: int | float | None) -> None:
     if minimum is not None and not value >= minimum:
-        raise ImproperlyConfigured(f"{name}={value!r}: it must be at least {minimum}.")
+        raise _refused(f"{name}={value!r}: it must be at least {minimum}.")
 
 
 def integer(name: str, default: int, *, minimum: int | None = None) -> int:
@@ -51,7 +58,7 @@ def integer(name: str, default: int, *, minimum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+        raise _refused(f"{name}={raw!r} is not a whole number.") from None
     _at_least(name, value, minimum)
     return value
 
@@ -61,7 +68,7 @@ def number(name: str, default: float, *, minimum: float | None = None) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+        raise _refused(f"{name}={raw!r} is not a number.") from None
     _at_least(name, value, minimum)
     return value
 
@@ -77,7 +84,7 @@ def dimensions(name: str, default: str) -> tuple[int, int]:
     if not (
         sep and width.isdigit() and height.isdigit() and 0 < int(width) < 65536 and 0 < int(height) < 65536
     ):
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a size: use WIDTHxHEIGHT, e.g. 3840x2160.")
+        raise _refused(f"{name}={raw!r} is not a size: use WIDTHxHEIGHT, e.g. 3840x2160.")
     return int(width), int(height)
 
 
@@ -85,5 +92,5 @@ def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     """One of a few words, e.g. LATTICE_EGRESS_FIREWALL=site."""
     raw = string(name, default).strip().lower()
     if raw not in choices:
-        raise ImproperlyConfigured(f"{name}={raw!r}: use one of {', '.join(choices)}.")
+        raise _refused(f"{name}={raw!r}: use one of {', '.join(choices)}.")
     return raw

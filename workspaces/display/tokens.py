@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from .display_socket import DisplayTarget
+from .sockets import DisplayTarget
 
 PREFIX = "lattice:display-token:"
 TOKENS_OF = "lattice:display-tokens-of:"

@@ -28,4 +28,4 @@ bench:
 
 # Removes every container and network Lattice started; data volumes are kept.
 clean-containers:
-	.venv/bin/python manage.py shell -c "from workspaces.engine_access import backend; b = backend(); [b.remove(w) for w in b.list_workspaces()]"
+	.venv/bin/python manage.py shell -c "from workspaces.lib.engine_access import backend; b = backend(); [b.remove(w) for w in b.list_workspaces()]"

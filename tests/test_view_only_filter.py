@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from workspaces import display_tokens, lifecycle
+from workspaces import display_tokens
+from workspaces.lib import redis as lib_redis
 from workspaces.rfb_filter import Refused, ViewOnlyInput
 
 HANDSHAKE_38 = b"RFB 003.008\n" + b"\x02" + b"k" * 16 + b"\x00"
@@ -109,7 +110,7 @@ def test_many_messages_at_once_cost_linear_time():
 
 @pytest.fixture
 def redis_client():
-    return lifecycle.redis_client()
+    return lib_redis.redis_client()
 
 
 def test_a_grant_belongs_to_its_workspace_and_its_own_scopes(redis_client):

@@ -21,10 +21,11 @@ from django.db.models import Count, IntegerField, OuterRef, ProtectedError, Q, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import jobs, refusals, saving
+from . import jobs, saving
 from .catalog import DOCKER_COMPONENT, fields_from_labels
 from .engine.base import EngineError
-from .engine_access import backend
+from .lib import refusals
+from .lib.engine_access import backend
 from .models import (
     ACTIVE_STATES,
     Broadcast,

@@ -19,9 +19,11 @@ from django.db import transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
-from . import audit, leases, lifecycle, refusals
+from . import audit, leases, lifecycle
 from .catalog import launchable
-from .events import class_group, publish_group
+from .lib import refusals
+from .lib.events import class_group, publish_group
+from .lib.redis import redis_client
 from .models import (
     ACTIVE_STATES,
     Broadcast,
@@ -339,7 +341,7 @@ class StartSlots:
     """At most LATTICE_BROADCAST_CONCURRENCY seat starts at once, across the whole site."""
 
     def __init__(self, client=None, limit: int | None = None):
-        self.redis = client or lifecycle.redis_client()
+        self.redis = client or redis_client()
         self.limit = limit if limit is not None else settings.LATTICE_BROADCAST_CONCURRENCY
 
     def try_acquire(self, member: str) -> bool:

@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import leases
-from .events import publish
+from .lib.events import publish
 from .models import Job, JobState, User
 
 logger = logging.getLogger(__name__)

@@ -7,20 +7,20 @@ start or stop a workspace twice. The engine work itself runs in tasks.
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import Callable, Iterable
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import display_tokens, refusals
+from . import display_tokens
 from .catalog import launchable
 from .engine.errors import InvalidSpecError
 from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
+from .lib import refusals
+from .lib.redis import redis_client
 from .models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState
 
 
@@ -42,18 +42,6 @@ class WrongState(refusals.Conflict):
 
 class OverLimit(refusals.OverLimit):
     """The user runs as many workspaces as allowed (HTTP 429)."""
-
-
-def redis_client() -> redis.Redis:
-    """The process's client for REDIS_URL: one connection pool, shared by every caller and thread."""
-    return _client_for(settings.REDIS_URL)
-
-
-@functools.lru_cache(maxsize=4)
-def _client_for(url: str) -> redis.Redis:
-    # redis-py clients are thread-safe, and a pool notices a fork and starts
-    # afresh in the child, so one per URL serves a whole process.
-    return redis.Redis.from_url(url)
 
 
 def start_deadline() -> float:

@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, ProtectedError, Sum
 from django.utils import timezone
 
-from . import refusals
 from .catalog import DOCKER_COMPONENT
 from .engine.base import EngineError
-from .engine_access import backend
-from .events import publish
+from .lib import refusals
+from .lib.engine_access import backend
+from .lib.events import publish
 from .lifecycle import container_name, containers_of
 from .models import Broadcast, Image, ImageState, User, Workspace, WorkspaceState
 

@@ -16,7 +16,8 @@ import time
 from django.conf import settings
 
 from .display_socket import DisplayTarget
-from .lifecycle import WrongState, redis_client
+from .lib.redis import redis_client
+from .lifecycle import WrongState
 from .models import Workspace
 from .rfb import RFBClient, RFBError
 

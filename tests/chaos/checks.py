@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.e2e import engine_id
 from workspaces.engine.base import RUNNING
-from workspaces.engine_access import backend
+from workspaces.lib.engine_access import backend
 from workspaces.models import (
     Broadcast,
     BroadcastState,

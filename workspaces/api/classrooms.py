@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import classrooms, jobs, lifecycle, refusals, teaching, thumbnails
+from .. import classrooms, jobs, lifecycle, teaching, thumbnails
+from ..lib import refusals
 from ..models import AuditEvent, Broadcast, Classroom, Role, Seat, Workspace
 from .admin_catalog import IsAdminRole
 from .auth import JobSerializer

@@ -10,9 +10,9 @@ from .. import (
     backups,
     jobs,
     leases,
-    lifecycle,
 )
 from ..engine.base import no_progress
+from ..lib.redis import redis_client
 from ..models import (
     JobState,
     User,
@@ -30,7 +30,7 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
         return
     user = User.objects.get(pk=user_id)
     progress = (lambda p, m: jobs.report(job, p, m)) if job else no_progress
-    client = lifecycle.redis_client()
+    client = redis_client()
     lock = f"lattice:backing-up:{user_id}"
     # One backup of a user at a time: a stop and the schedule may ask at once.
     # The lock lapses a lease after its worker died (renewed while it works),

@@ -11,7 +11,7 @@ from .. import (
     jobs,
 )
 from ..engine.base import EngineError
-from ..events import publish
+from ..lib.events import publish
 from ..models import (
     Job,
     JobState,

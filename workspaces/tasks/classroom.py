@@ -20,7 +20,7 @@ from .. import (
 )
 from ..backups import BackupError
 from ..engine.base import EngineError
-from ..engine_access import backend
+from ..lib.engine_access import backend
 from ..models import (
     Broadcast,
     BroadcastState,

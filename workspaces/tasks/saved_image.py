@@ -14,8 +14,8 @@ from .. import (
     saving,
 )
 from ..engine.base import EngineError
-from ..engine_access import backend
-from ..events import publish
+from ..lib.engine_access import backend
+from ..lib.events import publish
 from ..models import (
     Image,
     ImageState,

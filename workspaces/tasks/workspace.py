@@ -17,8 +17,8 @@ from .. import (
     thumbnails,
 )
 from ..engine.base import EngineError
-from ..engine_access import backend
-from ..events import class_group, publish, publish_group
+from ..lib.engine_access import backend
+from ..lib.events import class_group, publish, publish_group
 from ..models import (
     Seat,
     Workspace,

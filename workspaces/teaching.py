@@ -22,10 +22,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.db import transaction
-
 from . import audit, display_tokens, lifecycle
-from .lib import refusals
+from .lib import queue, refusals
 from .lib.events import publish, publish_group, user_group
 from .lib.redis import redis_client
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
@@ -375,9 +373,7 @@ def _announce(workspace: Workspace, sessions: list[Session]) -> None:
 
 def rotate_vnc_passwords(workspace: Workspace) -> None:
     """New VNC passwords for the screen, once the current transaction commits (the worker applies them)."""
-    from .tasks import rotate_vnc_passwords as rotate
-
-    transaction.on_commit(lambda: rotate.delay(workspace.pk))
+    queue.later("workspaces.tasks.classroom.rotate_vnc_passwords", workspace.pk)
 
 
 # --- a broadcast opened a workspace ---------------------------------------------

@@ -16,6 +16,7 @@ import time
 from django.conf import settings
 
 from .display_socket import DisplayTarget
+from .lib import queue
 from .lib.redis import redis_client
 from .lifecycle import WrongState
 from .models import Workspace
@@ -67,12 +68,10 @@ def latest(workspace_id: int) -> tuple[bytes | None, float]:
 
 def refresh(workspace_id: int) -> bool:
     """Set off one capture unless one is under way; True when this call did."""
-    from .tasks import capture_thumbnail
-
     if not redis_client().set(CAPTURING + str(workspace_id), "1", nx=True, ex=10):
         return False
     # To its own queue, dropped unrun once stale (settings.CELERY_TASK_ROUTES, _ANNOTATIONS).
-    capture_thumbnail.delay(workspace_id)
+    queue.now("workspaces.tasks.workspace.capture_thumbnail", workspace_id)
     return True
 
 

@@ -271,10 +271,10 @@ class StopClass(APIView):
 class CollectClass(APIView):
     @extend_schema(request=None, responses={202: JobSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        from ..tasks import collect_classroom
-
         classroom = _taught(request, pk)
-        job = jobs.queue_job(request.user, "collect", collect_classroom, classroom_id=classroom.pk)
+        job = jobs.queue_job(
+            request.user, "collect", "workspaces.tasks.classroom.collect_classroom", classroom_id=classroom.pk
+        )
         return Response(JobSerializer(job).data, status=202)
 
 

@@ -22,7 +22,7 @@ from .common import failure_message
 logger = logging.getLogger(__name__)
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.backup.back_up")
 def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
     """Back up one user's data volume; with a job, the user follows it on their page."""
     job = jobs.claim(job_id) if job_id is not None else None
@@ -71,7 +71,7 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
         )
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.backup.back_up_due")
 def back_up_due() -> int:
     """The schedule: everyone whose files may have changed since their last backup."""
     owners = backups.due()

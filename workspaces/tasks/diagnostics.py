@@ -16,7 +16,7 @@ from .common import job_task
 logger = logging.getLogger(__name__)
 
 
-@job_task()
+@job_task(name="workspaces.tasks.diagnostics.run_diagnostics")
 def run_diagnostics(job: Job) -> None:
     """Check every service a workspace needs, one step at a time, for the user to see."""
     steps = [

@@ -52,7 +52,7 @@ def _recover_at_once(**_) -> None:
     reconcile.delay()
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.reconcile.reconcile")
 def reconcile() -> dict:
     """One pass; what it fixed, by kind."""
     fixed = {"failed": 0, "orphans": 0}

@@ -20,6 +20,7 @@ images:
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 bench:
 	.venv/bin/python bench/spawn.py

@@ -20,6 +20,7 @@ images:
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 bench:
 	.venv/bin/python bench/spawn.py
@@ -28,4 +29,4 @@ bench:
 
 # Removes every container and network Lattice started; data volumes are kept.
 clean-containers:
-	.venv/bin/python manage.py shell -c "from workspaces.engine_access import backend; b = backend(); [b.remove(w) for w in b.list_workspaces()]"
+	.venv/bin/python manage.py shell -c "from workspaces.lib.engine_access import backend; b = backend(); [b.remove(w) for w in b.list_workspaces()]"

@@ -179,7 +179,7 @@ def main() -> None:
         from django.conf import settings
         from rest_framework.test import APIClient
 
-        from workspaces.engine_access import backend
+        from workspaces.lib.engine_access import backend
         from workspaces.models import User
 
         teacher = User.objects.create_user("bench-teacher", password="x", role="teacher")

@@ -39,7 +39,7 @@ def main() -> None:
     with lattice():
         from rest_framework.test import APIClient
 
-        from workspaces.engine_access import backend
+        from workspaces.lib.engine_access import backend
         from workspaces.models import User, Workspace
 
         ids = []

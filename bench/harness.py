@@ -80,7 +80,7 @@ def lattice():
         services.wait_for_port(proxy_port)
         yield
     finally:
-        from workspaces.engine_access import backend
+        from workspaces.lib.engine_access import backend
 
         for workspace_id in backend().list_workspaces():
             backend().remove(workspace_id)

@@ -185,7 +185,7 @@ def main() -> None:
         django.setup()
         from django.core.management import call_command
 
-        from workspaces.engine_access import backend
+        from workspaces.lib.engine_access import backend
         from workspaces.models import Image, ImageKind
 
         call_command("migrate", verbosity=0, skip_checks=True)

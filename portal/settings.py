@@ -68,7 +68,7 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it turns a lockout into our 429 page.
     "axes.middleware.AxesMiddleware",
     # Redis away: pages answer 503 "try again in a moment", not 500 (workspaces/outages.py).
-    "workspaces.outages.RedisOutageMiddleware",
+    "workspaces.lib.outages.RedisOutageMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

@@ -60,7 +60,7 @@ def admin_user(make_user):
 @pytest.fixture(autouse=True)
 def _fresh_engine():
     """Each test starts with the engine its settings name: no fake outlives its test."""
-    from workspaces.engine_access import backend
+    from workspaces.lib.engine_access import backend
 
     backend.cache_clear()
     yield
@@ -267,7 +267,7 @@ TEST_ORIGIN = "http://testserver"
 def engine(settings, display_proxy_url, celery_worker_process):
     """The real engine with the proxy and a worker; every test workspace is removed afterwards."""
     from workspaces.catalog import sync_from_engine
-    from workspaces.engine_access import backend
+    from workspaces.lib.engine_access import backend
 
     settings.LATTICE_DISPLAY_PROXY_URL = display_proxy_url
     sync_from_engine()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import Endpoint
-from workspaces.engine_access import backend
+from workspaces.lib.engine_access import backend
 
 
 def use_engine(settings, engine_class: type[DockerBackend]) -> DockerBackend:

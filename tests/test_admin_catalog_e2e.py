@@ -16,7 +16,7 @@ from django.conf import settings
 from tests.e2e import containers_of, docker_build, engine_id, inspect, wait_for_job, wait_for_state
 from tests.registry import local_registry, push
 from workspaces import tasks
-from workspaces.events import user_group
+from workspaces.lib.events import user_group
 from workspaces.models import Image, PublishRequest, Workspace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]

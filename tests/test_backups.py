@@ -13,8 +13,8 @@ from tests.fakes import use_engine
 from workspaces import backups, lifecycle, tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import Endpoint
+from workspaces.lib.object_store import LocalFolderStore, StoreError, store
 from workspaces.models import DataSnapshot, Image, User, Workspace
-from workspaces.object_store import LocalFolderStore, StoreError, store
 
 pytestmark = pytest.mark.django_db
 

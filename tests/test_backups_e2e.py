@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e import docker, running, sh, wait_for_job, wait_for_state, wait_until_gone
 from workspaces.engine import names
+from workspaces.lib.object_store import store
 from workspaces.models import DataSnapshot
-from workspaces.object_store import store
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 

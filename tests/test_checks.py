@@ -3,29 +3,29 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from workspaces import services_health
+from workspaces.lib import health
 
 
 def test_missing_redis_is_reported_with_what_to_do(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    problem = services_health.redis_problem()
+    problem = health.redis_problem()
     assert "Cannot reach Redis at redis://127.0.0.1:1/0" in problem
     assert "REDIS_URL" in problem
 
 
 def test_missing_docker_engine_is_reported_with_what_to_do(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
-    problem = services_health.docker_problem()
+    problem = health.docker_problem()
     assert "Cannot reach the Docker engine" in problem
     assert "DOCKER_HOST" in problem
 
 
 def test_a_malformed_docker_host_is_a_reason_not_a_crash(monkeypatch):
-    from workspaces.engine import health
+    from workspaces.engine import health as engine_health
 
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:notaport")
-    assert health.engine_problem().startswith("ValueError: ")
-    problem = services_health.docker_problem()
+    assert engine_health.engine_problem().startswith("ValueError: ")
+    problem = health.docker_problem()
     assert "Cannot reach the Docker engine (ValueError: " in problem and "DOCKER_HOST" in problem
 
 
@@ -46,7 +46,7 @@ def test_system_check_is_quiet_when_all_is_reachable():
 
 def test_a_malformed_redis_url_is_reported_not_a_crash(settings):
     settings.REDIS_URL = "localhost:6379"
-    problem = services_health.redis_problem()
+    problem = health.redis_problem()
     assert "REDIS_URL='localhost:6379' is not a Redis URL" in problem
     assert "redis://HOST:6379/0" in problem
     out = StringIO()
@@ -70,7 +70,7 @@ def test_diagnostics_job_fails_instead_of_hanging_when_a_probe_raises(owner, mon
     def explode():
         raise OSError("the disk is on fire")
 
-    monkeypatch.setattr(services_health, "docker_problem", explode)
+    monkeypatch.setattr(health, "docker_problem", explode)
     job = Job.objects.create(owner=owner, kind="diagnostics")
     tasks.run_diagnostics(job.pk)
     job.refresh_from_db()

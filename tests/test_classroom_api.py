@@ -5,8 +5,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from workspaces import classrooms, lifecycle, tasks, teaching
+from workspaces import classrooms, tasks, teaching
 from workspaces.display import tokens as display_tokens
+from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -120,7 +121,7 @@ def watched(classroom, teacher, owner, catalog):
     teaching.start_demo(classroom, shown)
     yield SimpleNamespace(workspace=ws, broadcast=sent, seat=seat, demo=shown)
     teaching.end_demo(classroom)
-    lifecycle.redis_client().delete(f"{teaching.CONTROL_KEY}{ws.pk}")
+    redis_client().delete(f"{teaching.CONTROL_KEY}{ws.pk}")
 
 
 def test_a_teacher_of_another_class_gets_404_everywhere(
@@ -370,7 +371,7 @@ def test_a_control_session_that_is_not_renewed_ends_with_its_connections(
     api = as_user(api_client, teacher)
     api.post(f"{base}/display-token/?session=crashed-tab", {"mode": "control"}, format="json")
     api.post(f"{base}/display-token/?session=live-tab", {"mode": "control"}, format="json")
-    redis = lifecycle.redis_client()
+    redis = redis_client()
     opened = display_tokens.now(redis)
     crashed = teaching.control_scope(watched.workspace, teacher, "crashed-tab")
     live = teaching.control_scope(watched.workspace, teacher, "live-tab")
@@ -499,7 +500,7 @@ def test_ending_a_demo_ends_the_students_tokens_not_the_teachers(
         )
     )
     assert as_user(api_client, teacher).delete(f"{base}/demo/").status_code == 204
-    client = lifecycle.redis_client()
+    client = redis_client()
     assert display_tokens.consume(client, students) is None
     grant = display_tokens.consume(client, own)
     assert grant is not None and grant.mode == "control"
@@ -511,7 +512,7 @@ def test_releasing_one_session_ends_only_its_connections(api_client, teacher, cl
     one = _token(api.post(f"{base}/display-token/?session=tab-one", {"mode": "control"}, format="json"))
     two = _token(api.post(f"{base}/display-token/?session=tab-two", {"mode": "control"}, format="json"))
     assert api.post(f"{base}/release/?session=tab-one").status_code == 204
-    client = lifecycle.redis_client()
+    client = redis_client()
     assert display_tokens.consume(client, one) is None
     grant = display_tokens.consume(client, two)
     assert grant is not None and teaching.control_scope(watched.workspace, teacher, "tab-two") in grant.scopes

@@ -11,6 +11,7 @@ import pytest
 
 from workspaces import audit, lifecycle, teaching, thumbnails
 from workspaces.display import tokens as display_tokens
+from workspaces.lib.redis import redis_client
 from workspaces.models import (
     AuditEvent,
     AuditLogIsAppendOnly,
@@ -63,7 +64,7 @@ def running_seat(room, student, desktop) -> Workspace:
 @pytest.fixture(autouse=True)
 def _no_sessions_left():
     yield
-    client = lifecycle.redis_client()
+    client = redis_client()
     for prefix in (teaching.CONTROL_KEY, teaching.GRID_KEY):
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
@@ -186,7 +187,7 @@ def test_a_student_who_leaves_ends_every_view_and_control_through_the_class(
     for session, mode in (("tab-view", "view"), ("tab-control", "control")):
         response = api.post(f"{base}/display-token/?session={session}", {"mode": mode}, format="json")
         assert response.status_code == 200
-    redis = lifecycle.redis_client()
+    redis = redis_client()
     opened = display_tokens.now(redis)
     assert teaching.watched_by(ws) == {"control": ["teach"], "view": ["teach"]}
     # Somebody else cannot make them leave, nor leave a class they are not in.
@@ -502,7 +503,7 @@ def test_a_student_who_leaves_while_a_token_is_issued_is_not_watched(
         return issue(*args, **kwargs)
 
     monkeypatch.setattr(lifecycle, "issue_display_token", leave_meanwhile)
-    redis = lifecycle.redis_client()
+    redis = redis_client()
     opened = display_tokens.now(redis)
     api = as_user(api_client, teacher)
 
@@ -527,7 +528,7 @@ def test_sessions_stored_by_the_previous_version_are_dropped_not_raised(
     room.students.add(owner)
     ws = running_seat(room, owner, desktop)
     other = running_seat(room, owner, desktop)
-    redis = lifecycle.redis_client()
+    redis = redis_client()
     for workspace in (ws, other):
         redis.zadd(f"{teaching.CONTROL_KEY}{workspace.pk}", {'["tab-old", "teach"]': 0, "not json": 0})
     teaching.start_session(teacher, ws, teaching.VIEW, "tab-new", room)

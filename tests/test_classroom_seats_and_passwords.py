@@ -16,6 +16,7 @@ from tests.fakes import endpoint_state, use_engine
 from workspaces import classrooms, lifecycle, tasks, teaching
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineError
+from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
 
 
@@ -72,7 +73,7 @@ def workspace_of(owner, desktop, state="running") -> Workspace:
 def one_slot_taken(settings):
     """LATTICE_BROADCAST_CONCURRENCY 1, and another class's start holds that slot."""
     settings.LATTICE_BROADCAST_CONCURRENCY = 1
-    redis = lifecycle.redis_client()
+    redis = redis_client()
     redis.delete(classrooms.SLOTS_KEY)
     assert classrooms.StartSlots().try_acquire("seat:another-class")
     yield

@@ -18,6 +18,7 @@ from workspaces import backups, classrooms, file_copies, lifecycle, tasks, teach
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import ContainerState, Endpoint
+from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Seat, Workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,10 +90,10 @@ def fake_engine(settings):
     CountingBackend.reset()
     was_eager = app.conf.task_always_eager
     app.conf.task_always_eager = True
-    lifecycle.redis_client().delete(classrooms.SLOTS_KEY)
+    redis_client().delete(classrooms.SLOTS_KEY)
     yield CountingBackend
     app.conf.task_always_eager = was_eager
-    lifecycle.redis_client().delete(classrooms.SLOTS_KEY)
+    redis_client().delete(classrooms.SLOTS_KEY)
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ def test_the_start_bound_holds_across_two_classes_and_a_retry(fake_engine, make_
     assert len(fake_engine.started) == 4 + 3 + 1
     assert fake_engine.peak == 2, "two broadcasts and a retry must share LATTICE_BROADCAST_CONCURRENCY"
     assert set(states(b1).values()) == set(states(b2).values()) == {"running"}
-    assert lifecycle.redis_client().zcard(classrooms.SLOTS_KEY) == 0, "every slot given back"
+    assert redis_client().zcard(classrooms.SLOTS_KEY) == 0, "every slot given back"
 
 
 def test_a_slot_of_a_dead_worker_comes_back_when_its_lease_ends(fake_engine, settings):
@@ -163,7 +164,7 @@ def test_a_slot_of_a_dead_worker_comes_back_when_its_lease_ends(fake_engine, set
     assert slots.try_acquire("seat:1")
     assert not slots.try_acquire("seat:2")
     # A worker died holding seat:1: its lease runs out (here: made to).
-    lifecycle.redis_client().zadd(classrooms.SLOTS_KEY, {"seat:1": 1})
+    redis_client().zadd(classrooms.SLOTS_KEY, {"seat:1": 1})
     assert not slots.holds("seat:1")
     assert slots.try_acquire("seat:2")
 

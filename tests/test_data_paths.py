@@ -17,9 +17,9 @@ from django.conf import settings
 
 from workspaces import backups, file_copies, jobs, tasks
 from workspaces.engine import names
-from workspaces.engine_access import backend
+from workspaces.lib.engine_access import backend
+from workspaces.lib.object_store import store
 from workspaces.models import Classroom, Job, JobState, User
-from workspaces.object_store import store
 
 pytestmark = [pytest.mark.django_db, pytest.mark.docker]
 

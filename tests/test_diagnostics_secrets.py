@@ -1,5 +1,5 @@
 """Diagnostics never show a URL's password: the dashboards' System check, its
-job, ``manage.py check`` (services_health.redact on every message)."""
+job, ``manage.py check`` (health.redact on every message)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from workspaces import object_store, services_health, tasks
+from workspaces import tasks
+from workspaces.lib import health, object_store
 from workspaces.models import Job
 
 SECRET = "s3cret-pw-9f2"
@@ -16,7 +17,7 @@ SECRET = "s3cret-pw-9f2"
 
 def test_an_unreachable_redis_is_named_without_its_password(settings):
     settings.REDIS_URL = f"redis://:{SECRET}@127.0.0.1:1/0"
-    problem = services_health.redis_problem()
+    problem = health.redis_problem()
     assert "Cannot reach Redis at redis://:***@127.0.0.1:1/0" in problem
     assert SECRET not in problem
     out = StringIO()
@@ -26,7 +27,7 @@ def test_an_unreachable_redis_is_named_without_its_password(settings):
 
 def test_a_malformed_redis_url_is_named_without_its_password(settings):
     settings.REDIS_URL = f"admin:{SECRET}@localhost:6379"
-    problem = services_health.redis_problem()
+    problem = health.redis_problem()
     assert "is not a Redis URL" in problem and "admin:***@localhost:6379" in problem
     assert SECRET not in problem
 
@@ -39,7 +40,7 @@ def test_an_s3_endpoint_with_credentials_is_named_without_them(settings):
     settings.LATTICE_S3_REGION = "us-east-1"
     object_store.store.cache_clear()
     try:
-        problem = services_health.object_storage_problem()
+        problem = health.object_storage_problem()
     finally:
         object_store.store.cache_clear()
     assert problem and "Cannot use the backup storage" in problem
@@ -51,8 +52,8 @@ def test_a_database_error_that_repeats_the_url_is_shown_without_the_password(set
     def refuse() -> None:
         raise RuntimeError(f'invalid dsn "postgres://lattice:{SECRET}@127.0.0.1:1/lattice"')
 
-    monkeypatch.setattr(services_health.connection, "ensure_connection", refuse)
-    problem = services_health.database_problem()
+    monkeypatch.setattr(health.connection, "ensure_connection", refuse)
+    problem = health.database_problem()
     assert "postgres://lattice:***@127.0.0.1:1/lattice" in problem
     assert SECRET not in problem
 
@@ -64,7 +65,7 @@ def test_the_system_check_job_shows_no_password(owner, settings, monkeypatch):
     def explode() -> None:
         raise OSError(f"cannot reach tcp://docker:{SECRET}@127.0.0.1:1")
 
-    monkeypatch.setattr(services_health, "docker_problem", explode)
+    monkeypatch.setattr(health, "docker_problem", explode)
     job = Job.objects.create(owner=owner, kind="diagnostics")
     tasks.run_diagnostics(job.pk)
     job.refresh_from_db()

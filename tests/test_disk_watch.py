@@ -13,6 +13,7 @@ from workspaces import disk_watch, lifecycle, tasks
 from workspaces.catalog import fields_from_labels
 from workspaces.engine.base import ContainerDisk
 from workspaces.engine.docker_backend import DockerBackend
+from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 from workspaces.tasks import workspace as workspace_tasks
 
@@ -127,7 +128,7 @@ def test_workspaces_within_their_limits_or_not_running_are_left_alone(engine, ow
 def test_a_pass_still_measuring_makes_the_next_one_skip(engine, owner, images, watch):
     ws = running_workspace(owner, images)
     MeasuredEngine.written = [ContainerDisk(ws.engine_id, "ide", 42 * MB)]
-    held = lifecycle.redis_client().lock(disk_watch.LOCK, timeout=30)
+    held = redis_client().lock(disk_watch.LOCK, timeout=30)
     assert held.acquire(blocking=False)
     try:
         assert watch() == []
@@ -138,8 +139,8 @@ def test_a_pass_still_measuring_makes_the_next_one_skip(engine, owner, images, w
 
 def test_a_container_the_engine_cannot_measure_twice_in_a_row_is_stopped(engine, owner, images, watch):
     ws = running_workspace(owner, images)
-    for key in lifecycle.redis_client().keys(disk_watch.UNMEASURED + "*"):
-        lifecycle.redis_client().delete(key)
+    for key in redis_client().keys(disk_watch.UNMEASURED + "*"):
+        redis_client().delete(key)
     unmeasured = [ContainerDisk(ws.engine_id, "ide", None)]
     measured = [ContainerDisk(ws.engine_id, "ide", 1 * MB)]
     # Once is the engine being slow; a measure in between starts the count again.
@@ -157,7 +158,7 @@ def test_a_pass_has_a_deadline_and_the_containers_it_did_not_reach_come_first_ne
     engine, owner, images, watch
 ):
     ws = running_workspace(owner, images)
-    lifecycle.redis_client().delete(disk_watch.NOT_REACHED)
+    redis_client().delete(disk_watch.NOT_REACHED)
     # The pass's deadline came before the IDE's measure: not judged (not even
     # as unmeasured, however many passes in a row), and measured first next pass.
     MeasuredEngine.written = [
@@ -172,13 +173,13 @@ def test_a_pass_has_a_deadline_and_the_containers_it_did_not_reach_come_first_ne
     # Reached and over its limit: stopped as ever; nothing is left for the next pass.
     MeasuredEngine.written = [ContainerDisk(ws.engine_id, "ide", 42 * MB)]
     assert watch() == [ws.pk]
-    assert not lifecycle.redis_client().exists(disk_watch.NOT_REACHED)
+    assert not redis_client().exists(disk_watch.NOT_REACHED)
 
 
 def test_a_measure_cut_short_stops_only_once_it_is_already_over_the_limit(engine, owner, images, watch):
     """A walk stopped at its bound (a student's million files) reports a lower bound."""
-    for key in lifecycle.redis_client().keys(disk_watch.UNMEASURED + "*"):
-        lifecycle.redis_client().delete(key)
+    for key in redis_client().keys(disk_watch.UNMEASURED + "*"):
+        redis_client().delete(key)
     over = running_workspace(owner, images)
     under = running_workspace(owner, images)
     MeasuredEngine.written = [

@@ -16,7 +16,7 @@ import pytest
 from tests.e2e import running, sh, wait_for_state, wait_for_window
 from tests.services import ARTIFACTS
 from workspaces import tasks
-from workspaces.engine_access import backend
+from workspaces.lib.engine_access import backend
 from workspaces.models import Image
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]

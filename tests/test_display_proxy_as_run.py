@@ -23,9 +23,9 @@ from django.conf import settings
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running
 from tests.services import ROOT, Process, free_port, redis_server_command, wait_for_port
-from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient
+from workspaces.lib.redis import redis_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 USER = "lattice-display"
@@ -137,7 +137,7 @@ def test_under_make_run_redis_refuses_the_default_user_without_its_password(foun
 
 
 def test_the_proxys_redis_user_reaches_display_tokens_only(display_redis_url):
-    admin = lifecycle.redis_client()
+    admin = redis_client()
     grant = display_tokens.Grant(
         7, "/r/f/vnc.sock", "view", ("demo:1",), user=3, container_id="a" * 64, server_pid=5
     )

@@ -28,6 +28,7 @@ from workspaces import lifecycle, thumbnails
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient
 from workspaces.engine.errors import StartTimeout
+from workspaces.lib.redis import redis_client
 from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
 
@@ -162,11 +163,7 @@ def test_the_real_display_still_answers_through_the_proxy(engine, student, setti
     assert response.status_code == 409
     assert "stop the workspace and start it again" in response.json()["detail"]
     legacy = display_tokens.Grant(workspace=ws_id, socket=endpoint["path"], mode="control", user=ws.owner_id)
-    url = (
-        settings.LATTICE_DISPLAY_PROXY_URL
-        + "?token="
-        + display_tokens.issue(lifecycle.redis_client(), legacy, 60)
-    )
+    url = settings.LATTICE_DISPLAY_PROXY_URL + "?token=" + display_tokens.issue(redis_client(), legacy, 60)
     assert opened(url) is None
     assert "stop the workspace and start it again" in proxy_log()
     assert os.path.exists(endpoint["path"])

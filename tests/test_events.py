@@ -12,7 +12,7 @@ from django.db import connections
 from django.test import Client
 
 from portal.asgi import application
-from workspaces.events import publish
+from workspaces.lib.events import publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
@@ -169,7 +169,7 @@ async def test_a_task_in_a_real_celery_worker_reports_progress_to_the_socket(own
 async def test_a_redis_restarted_empty_makes_the_socket_close_so_the_page_resyncs(owner):
     """Its groups went with Redis: the next ping closes the socket (1012), and events.js reconnects."""
     from workspaces.consumers import CLOSE_RESYNC, EPOCH_KEY
-    from workspaces.lifecycle import redis_client
+    from workspaces.lib.redis import redis_client
 
     tab, connected, _ = await _connect(owner)
     assert connected

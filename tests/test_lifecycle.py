@@ -14,6 +14,7 @@ from workspaces.display import tokens as display_tokens
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineUnavailable
 from workspaces.engine.specs import ContainerState, Endpoint
+from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -75,10 +76,10 @@ def make(owner, desktop, state: str, **fields) -> Workspace:
 
 
 def test_one_redis_client_serves_the_process_per_url(settings):
-    client = lifecycle.redis_client()
-    assert lifecycle.redis_client() is client, "one client, one connection pool"
+    client = redis_client()
+    assert redis_client() is client, "one client, one connection pool"
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    other = lifecycle.redis_client()
+    other = redis_client()
     assert other is not client and other.connection_pool.connection_kwargs["port"] == 1
 
 
@@ -153,7 +154,7 @@ def test_a_token_issued_as_the_workspace_stops_is_taken_back(owner, desktop, mon
     monkeypatch.setattr(display_tokens, "issue", issue_while_stopping)
     with pytest.raises(lifecycle.WrongState, match="stopping"):
         lifecycle.issue_display_token(ws, "control")
-    assert display_tokens.consume(lifecycle.redis_client(), issued[0]) is None
+    assert display_tokens.consume(redis_client(), issued[0]) is None
 
 
 # -- tasks and their failures -----------------------------------------------------------------
@@ -270,14 +271,14 @@ def test_reconcile_fails_a_running_workspace_whose_display_died_and_says_so(owne
         owner, desktop, "running", engine_state={"containers": [{"name": "display", "state": "running"}]}
     )
     engine.workspaces[ws.engine_id] = "stopped"
-    token = display_tokens.issue(lifecycle.redis_client(), display_tokens.Grant(ws.pk, "/s", "view"), 60)
+    token = display_tokens.issue(redis_client(), display_tokens.Grant(ws.pk, "/s", "view"), 60)
     assert tasks.reconcile()["failed"] == 1
     ws.refresh_from_db()
     assert ws.state == "failed" and "stopped unexpectedly" in ws.message
     assert ws.engine_state["containers"] == [
         {"name": "display", "image": "lattice/desktop:latest", "state": "stopped"}
     ]
-    assert display_tokens.consume(lifecycle.redis_client(), token) is None
+    assert display_tokens.consume(redis_client(), token) is None
 
 
 def test_reconcile_removes_what_the_engine_has_and_the_database_does_not(owner, desktop, engine):

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from tests.services import free_port
-from workspaces.object_store import LocalFolderStore, S3Store, StoreError, open_store
+from workspaces.lib.object_store import LocalFolderStore, S3Store, StoreError, open_store
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_the_setting_names_the_store(settings, s3_endpoint, tmp_path):
 
 
 def test_an_unreachable_store_is_reported_with_what_to_check(settings):
-    from workspaces import object_store, services_health
+    from workspaces.lib import health, object_store
 
     settings.LATTICE_OBJECT_STORAGE = "s3://nowhere/lattice"
     settings.LATTICE_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
@@ -102,7 +102,7 @@ def test_an_unreachable_store_is_reported_with_what_to_check(settings):
     settings.LATTICE_S3_REGION = "us-east-1"
     object_store.store.cache_clear()
     try:
-        problem = services_health.object_storage_problem()
+        problem = health.object_storage_problem()
     finally:
         object_store.store.cache_clear()
     assert problem.startswith("Cannot use the backup storage s3://nowhere/lattice")
@@ -132,14 +132,14 @@ def test_the_folders_own_errors_are_store_errors(tmp_path, monkeypatch):
 
 
 def test_the_health_probe_is_a_check_not_a_listing(store, monkeypatch, settings):
-    from workspaces import object_store, services_health
+    from workspaces.lib import health, object_store
 
     store.check()  # an empty store is usable
     store.put("data/ada/1.tar", io.BytesIO(b"x"))
     store.check()
     monkeypatch.setattr(object_store, "store", lambda: store)
     monkeypatch.setattr(type(store), "list", lambda self, prefix: pytest.fail("the probe listed the backups"))
-    assert services_health.object_storage_problem() is None
+    assert health.object_storage_problem() is None
     broken = StoreError("no such bucket")
     monkeypatch.setattr(type(store), "check", lambda self: (_ for _ in ()).throw(broken))
-    assert "(no such bucket)" in services_health.object_storage_problem()
+    assert "(no such bucket)" in health.object_storage_problem()

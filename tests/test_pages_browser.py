@@ -161,7 +161,7 @@ def test_the_browser_sees_4401_when_signed_out_and_events_js_stops(page, live_se
 
 
 def test_events_js_pings_every_25_seconds(page, live_server_url, make_user):
-    from workspaces.events import publish
+    from workspaces.lib.events import publish
 
     pinger = make_user("pinger")
     page.clock.install()

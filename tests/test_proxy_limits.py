@@ -20,6 +20,7 @@ from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.proxy import MESSAGE_SLACK
 from workspaces.display.rfb import RFBClient
+from workspaces.lib.redis import redis_client
 from workspaces.models import Workspace
 
 CLIPBOARD = 4096
@@ -97,7 +98,7 @@ def test_connections_are_capped_per_user_and_per_workspace_and_released_on_close
         time.sleep(0.3)
     for rfb in [*mine, theirs]:
         rfb.close()
-    client = lifecycle.redis_client()
+    client = redis_client()
     key = f"{display_tokens.CONNECTIONS}workspace:{ws_id}"
     deadline = time.monotonic() + 10
     while client.zcard(key):
@@ -176,7 +177,7 @@ def test_display_tokens_are_rate_limited_per_user(student, owner, settings):
         state="running",
         engine_state=endpoint_state(),
     )
-    client = lifecycle.redis_client()
+    client = redis_client()
     for key in client.scan_iter("lattice:display-requests:*"):  # user ids repeat from test to test
         client.delete(key)
     url = f"/api/workspaces/{ws.pk}/display-token/"

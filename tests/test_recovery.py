@@ -66,7 +66,7 @@ def test_a_job_whose_worker_died_is_sent_again_and_finishes(
     owner, monkeypatch, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.queue_job(owner, "diagnostics", tasks.run_diagnostics)
+        job = jobs.queue_job(owner, "diagnostics", tasks.run_diagnostics.name)
     assert (job.task, job.task_kwargs) == ("workspaces.tasks.diagnostics.run_diagnostics", {})
     assert jobs.claim(job.pk) is not None  # a worker took it...
     assert jobs.claim(job.pk) is None  # ...and holds it: a second run leaves it alone
@@ -90,7 +90,7 @@ def test_a_queued_job_whose_message_was_lost_is_sent_once_per_lapse(
     owner, monkeypatch, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        job = jobs.queue_job(owner, "collect", tasks.collect_classroom, classroom_id=7)
+        job = jobs.queue_job(owner, "collect", tasks.collect_classroom.name, classroom_id=7)
     sent = []
     monkeypatch.setattr(tasks.collect_classroom, "delay", lambda **kwargs: sent.append(kwargs))
     assert jobs.recover_lapsed() == 0  # its message may still be on its way

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from tests.services import free_port, redis_server_command, wait_for_port
-from workspaces import lifecycle
+from workspaces.lib import redis as lib_redis
+from workspaces.lib.outages import REDIS_UNAVAILABLE, RedisUnavailable, redis_outage
 from workspaces.models import Classroom, Image
-from workspaces.outages import REDIS_UNAVAILABLE, RedisUnavailable, redis_outage
 
 MESSAGE = "Lattice cannot reach its Redis (queue and live updates) just now; try again in a moment."
 
@@ -38,7 +38,7 @@ def redis_at(url: str, settings):
         if app._pool is not None:
             app._pool.force_close_all()
         app.conf.broker_url, app._pool, app.amqp._producer_pool = saved
-        lifecycle._client_for.cache_clear()
+        lib_redis._client_for.cache_clear()
 
 
 @pytest.fixture

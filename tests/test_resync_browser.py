@@ -5,7 +5,7 @@ import pytest
 from tests.conftest import screenshot
 from tests.test_pages_browser import login
 from workspaces.consumers import EPOCH_KEY
-from workspaces.lifecycle import redis_client
+from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]

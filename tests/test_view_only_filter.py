@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb_filter import Refused, ViewOnlyInput
+from workspaces.lib import redis as lib_redis
 
 HANDSHAKE_38 = b"RFB 003.008\n" + b"\x02" + b"k" * 16 + b"\x00"
 SET_PIXEL_FORMAT = struct.pack(">B3xBBBBHHHBBB3x", 0, 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
@@ -110,7 +110,7 @@ def test_many_messages_at_once_cost_linear_time():
 
 @pytest.fixture
 def redis_client():
-    return lifecycle.redis_client()
+    return lib_redis.redis_client()
 
 
 def test_a_grant_belongs_to_its_workspace_and_its_own_scopes(redis_client):

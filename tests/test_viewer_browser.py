@@ -4,6 +4,7 @@ import pytest
 
 from tests.conftest import screenshot
 from tests.test_pages_browser import login
+from workspaces.lib.redis import redis_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.docker]
 
@@ -88,7 +89,6 @@ def test_the_viewer_loads_itself_again_when_novnc_failed_to_load(page, live_serv
 def test_a_dropped_connection_comes_back_with_a_fresh_token(
     page, live_server_url, make_user, engine, display_proxy_url
 ):
-    from workspaces import lifecycle
     from workspaces.display import tokens as display_tokens
 
     ws_id = open_running_desktop(page, live_server_url, make_user, "lovelace")
@@ -119,7 +119,7 @@ def test_a_dropped_connection_comes_back_with_a_fresh_token(
     assert connected_with >= 1
     assert len(open_now) == 1
     # The proxy ends every open connection of the workspace (as on a network drop) ...
-    display_tokens.revoke(lifecycle.redis_client(), ws_id)
+    display_tokens.revoke(redis_client(), ws_id)
     page.wait_for_selector("#overlay", state="visible", timeout=10000)
     # ... and the viewer, finding the workspace still running, connects again with a new token.
     page.wait_for_selector("#overlay", state="hidden", timeout=30000)

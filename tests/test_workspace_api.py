@@ -5,6 +5,7 @@ import pytest
 from tests.fakes import endpoint_state
 from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
+from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 
 pytestmark = pytest.mark.django_db
@@ -179,7 +180,7 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
     assert view["password"] == ws.vnc_view_password != control["password"] == ws.vnc_password
     assert view["url"].startswith("ws://testserver:6080/?token=")
     token = view["url"].split("token=")[1]
-    grant = display_tokens.consume(lifecycle.redis_client(), token)
+    grant = display_tokens.consume(redis_client(), token)
     assert grant == display_tokens.Grant(
         workspace=ws_id,
         socket="/run/lattice/displays/x/vnc.sock",
@@ -188,7 +189,7 @@ def test_display_token_is_bound_to_the_workspace_and_mode(as_owner, catalog):
         container_id="c0ffee",
         server_pid=4242,
     )
-    assert display_tokens.consume(lifecycle.redis_client(), token) is None  # single use
+    assert display_tokens.consume(redis_client(), token) is None  # single use
 
 
 def test_stop_revokes_unused_tokens(as_owner, catalog):
@@ -199,7 +200,7 @@ def test_stop_revokes_unused_tokens(as_owner, catalog):
     )
     url = as_owner.post(f"/api/workspaces/{ws_id}/display-token/").json()["url"]
     assert as_owner.post(f"/api/workspaces/{ws_id}/stop/").status_code == 202
-    assert display_tokens.consume(lifecycle.redis_client(), url.split("token=")[1]) is None
+    assert display_tokens.consume(redis_client(), url.split("token=")[1]) is None
 
 
 def test_delete_hides_the_workspace_at_once(as_owner, catalog):
@@ -210,7 +211,7 @@ def test_delete_hides_the_workspace_at_once(as_owner, catalog):
 
 
 def test_tokens_expire(owner):
-    client = lifecycle.redis_client()
+    client = redis_client()
     token = display_tokens.issue(client, display_tokens.Grant(1, "/s", "view"), ttl=1)
     assert client.ttl(display_tokens.PREFIX + token) in (0, 1)
     client.pexpire(display_tokens.PREFIX + token, 1)

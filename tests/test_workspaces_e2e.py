@@ -32,6 +32,7 @@ from tests.services import ARTIFACTS
 from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient, RFBError
+from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
@@ -169,7 +170,7 @@ def test_a_revoked_scope_ends_open_connections_while_the_display_runs(engine, st
     demo = RFBClient(f"{proxy}?token={demo_token}", password, origin=TEST_ORIGIN)
     mine = RFBClient(own["url"], own["password"], origin=TEST_ORIGIN)
     demo.frame()
-    display_tokens.revoke_scope(lifecycle.redis_client(), "demo:99")
+    display_tokens.revoke_scope(redis_client(), "demo:99")
     deadline = time.monotonic() + 5
     with pytest.raises(Exception):  # noqa: B017 - closed by the proxy, any way it says so
         while time.monotonic() < deadline:
@@ -186,7 +187,7 @@ def test_delete_ends_open_connections_and_unused_tokens(engine, student):
     unused = token(student, ws_id)
     live = RFBClient(token(student, ws_id)["url"], unused["password"], origin=TEST_ORIGIN)
     assert student.delete(f"/api/workspaces/{ws_id}/").status_code == 202
-    assert display_tokens.consume(lifecycle.redis_client(), unused["url"].split("token=")[1]) is None
+    assert display_tokens.consume(redis_client(), unused["url"].split("token=")[1]) is None
     with pytest.raises(Exception):  # noqa: B017 - closed by the server, any way it says so
         for _ in range(50):
             live.frame()

@@ -21,10 +21,11 @@ from django.db.models import Count, IntegerField, OuterRef, ProtectedError, Q, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import jobs, refusals, saving
+from . import jobs, saving
 from .catalog import DOCKER_COMPONENT, fields_from_labels
 from .engine.base import EngineError
-from .engine_access import backend
+from .lib import refusals
+from .lib.engine_access import backend
 from .models import (
     ACTIVE_STATES,
     Broadcast,
@@ -337,7 +338,6 @@ def queue_build(
 ) -> Job:
     """Validate, then build in the background; the entry appears only if the build succeeds."""
     from .engine.build_context import context_from_upload
-    from .tasks import build_image
 
     check_target(fields.get("slug") or "")
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
@@ -363,7 +363,7 @@ def queue_build(
             path.unlink(missing_ok=True)
             job.delete()
             raise CatalogError(str(exc)) from None
-    job.task = build_image.name
+    job.task = "workspaces.tasks.catalog.build_image"
     job.save(update_fields=["task"])
     transaction.on_commit(lambda: jobs.send(job))
     return job
@@ -413,7 +413,6 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
 
 def queue_pull(admin: User, reference: str, fields: dict) -> Job:
     from .engine.names import full_reference
-    from .tasks import pull_image
 
     if not settings.LATTICE_REGISTRY:
         raise CatalogError("No registry is configured (set LATTICE_REGISTRY).")
@@ -430,7 +429,9 @@ def queue_pull(admin: User, reference: str, fields: dict) -> Job:
             f"The entry '{holder.slug}' uses {reference} already; a pull could change it under its users."
         )
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
-    return jobs.queue_job(admin, "pull", pull_image, {"fields": fields, "reference": reference})
+    return jobs.queue_job(
+        admin, "pull", "workspaces.tasks.catalog.pull_image", {"fields": fields, "reference": reference}
+    )
 
 
 def pull_entry(job: Job, progress: Callable[[int, str], None]) -> Image:

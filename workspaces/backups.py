@@ -44,11 +44,11 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from . import lifecycle
 from .engine.base import LegacyVolume, Progress, no_progress
-from .engine_access import backend
+from .lib.engine_access import backend
+from .lib.object_store import StoreError, store
+from .lib.redis import redis_client
 from .models import DataSnapshot, User, Workspace, WorkspaceState
-from .object_store import StoreError, store
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _lock_key(user_id: int) -> str:
 @contextlib.contextmanager
 def held(*users: User, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Hold the data lock of each user (taken in id order, so two holders never wait on each other)."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     locks = []
     stop = threading.Event()
     try:

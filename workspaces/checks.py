@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from django.core.checks import Warning, register
 
-from . import services_health
+from .lib import health
 
 
 @register("lattice")
 def services_reachable(app_configs=None, **kwargs) -> list[Warning]:
     found = []
-    problem = services_health.redis_problem()
+    problem = health.redis_problem()
     if problem:
         found.append(Warning(problem, id="lattice.W001"))
-    problem = services_health.docker_problem()
+    problem = health.docker_problem()
     if problem:
         found.append(Warning(problem, id="lattice.W002"))
     return found

@@ -19,9 +19,11 @@ from django.db import transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
-from . import audit, leases, lifecycle, refusals
+from . import audit, leases, lifecycle
 from .catalog import launchable
-from .events import class_group, publish_group
+from .lib import queue, refusals
+from .lib.events import class_group, publish_group
+from .lib.redis import redis_client
 from .models import (
     ACTIVE_STATES,
     Broadcast,
@@ -243,8 +245,6 @@ def broadcast(
     classroom: Classroom, teacher: User, display: str, apps: Iterable[str] = (), files: str = ""
 ) -> Broadcast:
     """Queue a workspace of this environment for every student of the class."""
-    from .tasks import run_broadcast
-
     apps = list(apps)
     # The teacher picks from what they may launch (the catalog and their own
     # saved images); the students get it because the teacher sent it.
@@ -263,7 +263,7 @@ def broadcast(
         )
         sent.apps.set(app_images)
         Seat.objects.bulk_create([Seat(broadcast=sent, student=s) for s in students])
-        transaction.on_commit(lambda: run_broadcast.delay(sent.pk))
+        queue.later("workspaces.tasks.classroom.run_broadcast", sent.pk)
     return sent
 
 
@@ -339,7 +339,7 @@ class StartSlots:
     """At most LATTICE_BROADCAST_CONCURRENCY seat starts at once, across the whole site."""
 
     def __init__(self, client=None, limit: int | None = None):
-        self.redis = client or lifecycle.redis_client()
+        self.redis = client or redis_client()
         self.limit = limit if limit is not None else settings.LATTICE_BROADCAST_CONCURRENCY
 
     def try_acquire(self, member: str) -> bool:
@@ -429,8 +429,6 @@ def retry(seat: Seat) -> Seat:
 
     Returns the seat as it is now (queued, or running when its workspace came up after all).
     """
-    from .tasks import start_seat
-
     seat = Seat.objects.select_related("workspace", "broadcast", "student").get(pk=seat.pk)
     old = seat.workspace
     if seat.state != SeatState.FAILED:
@@ -451,14 +449,12 @@ def retry(seat: Seat) -> Seat:
         raise lifecycle.WrongState("Only a failed student's start can be retried.")
     if old is not None:
         _discard(old)
-    transaction.on_commit(lambda: start_seat.delay(seat.pk))
+    queue.later("workspaces.tasks.classroom.start_seat", seat.pk)
     return seat
 
 
 def _discard(workspace: Workspace) -> None:
     """Remove a failed seat's workspace (containers and network; never the data volume)."""
-    from .tasks import remove_workspace
-
     was_starting = workspace.state == WorkspaceState.STARTING
     try:
         lifecycle.delete(workspace)
@@ -466,7 +462,7 @@ def _discard(workspace: Workspace) -> None:
         return  # already being deleted
     if was_starting:
         # Its start died with its worker, so nobody else will carry out the delete.
-        transaction.on_commit(lambda: remove_workspace.delay(workspace.pk))
+        queue.later("workspaces.tasks.workspace.remove_workspace", workspace.pk)
 
 
 def make_room(seat: Seat) -> None:

@@ -7,8 +7,8 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from .events import class_group, user_group
-from .outages import REDIS_ERRORS
+from .lib.events import class_group, user_group
+from .lib.outages import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ EPOCH_KEY = "lattice:redis-epoch"
 
 @sync_to_async
 def _redis_epoch() -> str:
-    from .lifecycle import redis_client
+    from .lib.redis import redis_client
 
     client = redis_client()
     client.set(EPOCH_KEY, secrets.token_hex(8), nx=True)

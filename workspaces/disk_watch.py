@@ -27,7 +27,8 @@ from django.conf import settings
 from . import lifecycle
 from .engine.base import ContainerDisk
 from .engine.specs import size_bytes
-from .engine_access import backend
+from .lib.engine_access import backend
+from .lib.redis import redis_client
 from .models import Image, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def socket_folder_message(written: int) -> str:
 def _unmeasured_again(workspace: Workspace, container: str) -> bool:
     """Count one more pass in a row without a measure; True once it is UNMEASURED_PASSES."""
     key = f"{UNMEASURED}{workspace.engine_id}:{container}"
-    with lifecycle.redis_client().pipeline() as pipe:
+    with redis_client().pipeline() as pipe:
         pipe.incr(key)
         # Forgotten if the next passes never come (the container stopped meanwhile).
         pipe.expire(key, int(3 * settings.LATTICE_DISK_WATCH_INTERVAL) + 600)
@@ -128,7 +129,7 @@ def _verdict(workspace: Workspace, image: Image, measured: ContainerDisk) -> str
     over = measured.written is not None and measured.written > limit
     if not over and (measured.written is None or not measured.complete):
         return unmeasured_message(image) if _unmeasured_again(workspace, measured.container) else None
-    lifecycle.redis_client().delete(f"{UNMEASURED}{workspace.engine_id}:{measured.container}")
+    redis_client().delete(f"{UNMEASURED}{workspace.engine_id}:{measured.container}")
     return stop_message(image, measured.written, limit, not measured.complete) if over else None
 
 
@@ -157,7 +158,7 @@ def over_limit(usage: list[ContainerDisk]) -> dict[Workspace, str]:
 
 def _measure_all() -> list[ContainerDisk]:
     """This pass's measures, within PASS_SECONDS, last pass's unreached containers first."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     first = {key.decode() for key in client.smembers(NOT_REACHED)}
     usage = backend().container_disk_usage(seconds=PASS_SECONDS, first=first)
     not_reached = [measured.key for measured in usage if not measured.reached]
@@ -176,7 +177,7 @@ def watch() -> list[int]:
     A measure can take seconds a container (engine/docker_usage.py): a pass
     that outlasts the interval makes the next one skip, never run beside it.
     """
-    lock = lifecycle.redis_client().lock(LOCK, timeout=max(600, 3 * settings.LATTICE_DISK_WATCH_INTERVAL))
+    lock = redis_client().lock(LOCK, timeout=max(600, 3 * settings.LATTICE_DISK_WATCH_INTERVAL))
     if not lock.acquire(blocking=False):
         logger.info("disk watch: the previous pass is still measuring; skipped")
         return []

@@ -12,35 +12,34 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from . import leases
-from .events import publish
+from .lib import queue
+from .lib.events import publish
 from .models import Job, JobState, User
 
 logger = logging.getLogger(__name__)
 
 
-def queue_job(owner: User, kind: str, task, result: dict | None = None, **task_kwargs) -> Job:
+def queue_job(owner: User, kind: str, task: str, result: dict | None = None, **task_kwargs) -> Job:
     """Save the job, then hand its id (never the object) to Celery after commit.
 
-    ``task`` is called as ``task(job_id=…, **task_kwargs)`` (ids only, in JSON);
+    ``task`` is a registered task's name (what Job.task keeps), called as
+    ``task(job_id=…, **task_kwargs)`` (ids only, in JSON);
     ``result`` is what the job starts with (its input, for the task to read).
     """
-    job = Job.objects.create(
-        owner=owner, kind=kind, result=result or {}, task=task.name, task_kwargs=task_kwargs
-    )
+    job = Job.objects.create(owner=owner, kind=kind, result=result or {}, task=task, task_kwargs=task_kwargs)
     transaction.on_commit(lambda: send(job))
     return job
 
 
 def send(job: Job) -> None:
     """Hand the job to its task (again, when recovering it)."""
-    current_app.tasks[job.task].delay(job_id=job.pk, **job.task_kwargs)
+    queue.now(job.task, job_id=job.pk, **job.task_kwargs)
 
 
 def claim(job_id: int) -> Job | None:
@@ -83,7 +82,7 @@ def recover_lapsed() -> int:
         if job.state == JobState.RUNNING and job.recoveries >= leases.max_recoveries():
             _give_up(job, f"Stopped: its worker stopped {job.recoveries + 1} times while on it. Try again.")
             continue
-        if job.task not in current_app.tasks:
+        if not queue.registered(job.task):
             _give_up(job, "Stopped: this version of Lattice no longer does this kind of job. Try again.")
             continue
         again = {"state": JobState.QUEUED, "leased_until": leases.lease_end()}

@@ -7,21 +7,20 @@ start or stop a workspace twice. The engine work itself runs in tasks.
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import Callable, Iterable
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import refusals
 from .catalog import launchable
 from .display import tokens as display_tokens
 from .engine.errors import InvalidSpecError
 from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
+from .lib import queue, refusals
+from .lib.redis import redis_client
 from .models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState
 
 
@@ -43,18 +42,6 @@ class WrongState(refusals.Conflict):
 
 class OverLimit(refusals.OverLimit):
     """The user runs as many workspaces as allowed (HTTP 429)."""
-
-
-def redis_client() -> redis.Redis:
-    """The process's client for REDIS_URL: one connection pool, shared by every caller and thread."""
-    return _client_for(settings.REDIS_URL)
-
-
-@functools.lru_cache(maxsize=4)
-def _client_for(url: str) -> redis.Redis:
-    # redis-py clients are thread-safe, and a pool notices a fork and starts
-    # afresh in the child, so one per URL serves a whole process.
-    return redis.Redis.from_url(url)
 
 
 def start_deadline() -> float:
@@ -135,13 +122,11 @@ def _refuse_unknown(unknown: list[str]) -> None:
 
 def launch(user: User, display: str, apps: Iterable[str] = ()) -> Workspace:
     """Create a workspace and queue its spawn; the answer comes before any container."""
-    from .tasks import spawn_workspace
-
     display_image, app_images = pick_images(launchable(user), display, apps)
     with transaction.atomic():
         check_running_limit(user)
         workspace = create_workspace(user, display_image, app_images)
-        transaction.on_commit(lambda: spawn_workspace.delay(workspace.pk))
+        queue.later("workspaces.tasks.workspace.spawn_workspace", workspace.pk)
     return workspace
 
 
@@ -164,8 +149,6 @@ def create_workspace(user: User, display: Image, apps: list[Image]) -> Workspace
 
 
 def start(workspace: Workspace) -> None:
-    from .tasks import spawn_workspace
-
     disabled = [i.slug for i in [workspace.display, *workspace.apps.all()] if not i.enabled]
     if disabled:
         raise NotAllowed(
@@ -183,7 +166,7 @@ def start(workspace: Workspace) -> None:
             raise WrongState(
                 f"The workspace is {_current_state(workspace)}; only a stopped or failed one can start."
             )
-        transaction.on_commit(lambda: spawn_workspace.delay(workspace.pk))
+        queue.later("workspaces.tasks.workspace.spawn_workspace", workspace.pk)
 
 
 # States a stop may leave from, and whether a task must then do the engine work.
@@ -213,8 +196,6 @@ def _claim(workspace: Workspace, allowed: dict[str, bool], refusal: str, **field
 
 def stop(workspace: Workspace, reason: str = "") -> None:
     """Stop it; ``reason``, when given, is the message the user reads once it stopped."""
-    from .tasks import stop_workspace
-
     needs_task = _claim(
         workspace,
         _STOPPABLE,
@@ -224,13 +205,11 @@ def stop(workspace: Workspace, reason: str = "") -> None:
     )
     display_tokens.revoke(redis_client(), workspace.pk)
     if needs_task:
-        transaction.on_commit(lambda: stop_workspace.delay(workspace.pk, reason))
+        queue.later("workspaces.tasks.workspace.stop_workspace", workspace.pk, reason)
 
 
 def delete(workspace: Workspace) -> None:
     """Remove containers and network; the user's data volume is never touched."""
-    from .tasks import remove_workspace
-
     every_state = {state: state != WorkspaceState.STARTING for state in WorkspaceState.values}
     needs_task = _claim(
         workspace,
@@ -242,7 +221,7 @@ def delete(workspace: Workspace) -> None:
     )
     display_tokens.revoke(redis_client(), workspace.pk)
     if needs_task:
-        transaction.on_commit(lambda: remove_workspace.delay(workspace.pk))
+        queue.later("workspaces.tasks.workspace.remove_workspace", workspace.pk)
 
 
 def _current_state(workspace: Workspace) -> str:

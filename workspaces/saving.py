@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, ProtectedError, Sum
 from django.utils import timezone
 
-from . import refusals
 from .catalog import DOCKER_COMPONENT
 from .engine.base import EngineError
-from .engine_access import backend
-from .events import publish
+from .lib import queue, refusals
+from .lib.engine_access import backend
+from .lib.events import publish
 from .lifecycle import container_name, containers_of
 from .models import Broadcast, Image, ImageState, User, Workspace, WorkspaceState
 
@@ -138,8 +138,6 @@ def is_saved_reference(reference: str) -> bool:
 
 def save(workspace: Workspace, container: str, name: str, description: str = "") -> Image:
     """Claim a save of ``container`` and queue the commit; returns the new (saving) entry."""
-    from .tasks import commit_container
-
     check_name(name)
     if workspace.state not in SAVABLE_STATES:
         raise SaveConflict(f"The workspace is {workspace.state}; save it when it is running or stopped.")
@@ -182,7 +180,7 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
                 source_workspace=workspace,
                 source_container=container,
             )
-            transaction.on_commit(lambda: commit_container.delay(image.pk))
+            queue.later("workspaces.tasks.saved_image.commit_container", image.pk)
     except IntegrityError:
         # one_save_per_container: the user's lock does not cover a save of
         # this container that is under way already.

@@ -22,11 +22,11 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.db import transaction
-
-from . import audit, lifecycle, refusals
+from . import audit, lifecycle
 from .display import tokens as display_tokens
-from .events import publish, publish_group, user_group
+from .lib import queue, refusals
+from .lib.events import publish, publish_group, user_group
+from .lib.redis import redis_client
 from .models import Classroom, Seat, User, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _controllers(client, workspace_id: int) -> list[str]:
 
 def expire_control_sessions() -> int:
     """End sessions whose page stopped renewing them; how many screens changed."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     changed = 0
     for raw in client.scan_iter(match=_control_key("*")):
         workspace_id = int(raw.decode().removeprefix(CONTROL_KEY))
@@ -213,7 +213,7 @@ def start_session(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    client = lifecycle.redis_client()
+    client = redis_client()
     check_open(workspace, teacher, session)
     key = _control_key(workspace.pk)
     one = Session(check_session(session), teacher.username, mode, classroom.pk if classroom else None)
@@ -239,7 +239,7 @@ def end_session(
     before it went away (a reconnect, a picture) must not start it again, or
     the student would be told they are watched by a page that is gone.
     """
-    client = lifecycle.redis_client()
+    client = redis_client()
     check_session(session)
     if session != API_SESSION:
         client.set(_ended_key(workspace, teacher.username, session), "1", ex=2 * CONTROL_TTL)
@@ -273,7 +273,7 @@ def start_grid(teacher: User, workspace: Workspace, session: str, classroom: Cla
     end_grid marks before it reads: a picture racing the page's release is
     either refused here or found (and ended) there.
     """
-    client = lifecycle.redis_client()
+    client = redis_client()
     key = _grid_key(teacher, classroom, session)
     client.sadd(key, workspace.pk)
     client.expire(key, 24 * 3600)
@@ -284,7 +284,7 @@ def start_grid(teacher: User, workspace: Workspace, session: str, classroom: Cla
 
 def end_grid(teacher: User, classroom: Classroom, session: str) -> int:
     """The grid page closed: end its sessions on the screens it showed; how many screens."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     key = _grid_key(teacher, classroom, session)
     if session != API_SESSION:
         client.set(f"{key}:ended", "1", ex=2 * CONTROL_TTL)
@@ -304,13 +304,13 @@ def _ended_key(workspace: Workspace, teacher: str, session: str) -> str:
 def check_open(workspace: Workspace, teacher: User, session: str) -> None:
     """SessionOver when this page's session was released (call before issuing its token)."""
     over = _ended_key(workspace, teacher.username, check_session(session))
-    if session != API_SESSION and lifecycle.redis_client().exists(over):
+    if session != API_SESSION and redis_client().exists(over):
         raise SessionOver("This page's view of the screen has ended: open the screen again.")
 
 
 def end_class_sessions(workspace: Workspace, classroom: Classroom, reason: str) -> int:
     """End every session on this screen that came through this class (the student left it)."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     through = [one for one in _sessions(client, workspace.pk) if one.classroom == classroom.pk]
     ended = _remove(client, workspace.pk, through, reason)
     _announce(workspace, _sessions(client, workspace.pk))
@@ -328,13 +328,13 @@ def end_control(workspace: Workspace, teacher: User, session: str = "api") -> No
 
 
 def controlled_by(workspace: Workspace) -> str | None:
-    names = _controllers(lifecycle.redis_client(), workspace.pk)
+    names = _controllers(redis_client(), workspace.pk)
     return ", ".join(names) or None
 
 
 def watched_by(workspace: Workspace) -> dict[str, list[str]]:
     """Who reaches the screen now, by mode (only modes someone uses)."""
-    sessions = _sessions(lifecycle.redis_client(), workspace.pk)
+    sessions = _sessions(redis_client(), workspace.pk)
     found = {mode: sorted({one.teacher for one in sessions if one.mode == mode}) for mode in MODES}
     return {mode: names for mode, names in found.items() if names}
 
@@ -374,9 +374,7 @@ def _announce(workspace: Workspace, sessions: list[Session]) -> None:
 
 def rotate_vnc_passwords(workspace: Workspace) -> None:
     """New VNC passwords for the screen, once the current transaction commits (the worker applies them)."""
-    from .tasks import rotate_vnc_passwords as rotate
-
-    transaction.on_commit(lambda: rotate.delay(workspace.pk))
+    queue.later("workspaces.tasks.classroom.rotate_vnc_passwords", workspace.pk)
 
 
 # --- a broadcast opened a workspace ---------------------------------------------
@@ -392,7 +390,7 @@ def notify_opened(seat: Seat) -> None:
         "message": f"{sent.teacher.username} started {sent.display.title} for {sent.classroom.name}.",
         "open": f"/workspaces/{seat.workspace_id}/",
     }
-    client = lifecycle.redis_client()
+    client = redis_client()
     key = f"{NOTICES_KEY}{seat.student_id}"
     client.hset(key, str(seat.workspace_id), json.dumps(notice))
     client.expire(key, NOTICE_TTL)
@@ -400,12 +398,12 @@ def notify_opened(seat: Seat) -> None:
 
 
 def dismiss(user: User, notice_id: int) -> None:
-    lifecycle.redis_client().hdel(f"{NOTICES_KEY}{user.pk}", str(notice_id))
+    redis_client().hdel(f"{NOTICES_KEY}{user.pk}", str(notice_id))
 
 
 def pending(user: User) -> dict:
     """Everything a page must show this user at load: notices, control, demos."""
-    client = lifecycle.redis_client()
+    client = redis_client()
     key = f"{NOTICES_KEY}{user.pk}"
     stored = {int(k): json.loads(v) for k, v in client.hgetall(key).items()}
     running = {
@@ -437,15 +435,13 @@ def pending(user: User) -> dict:
 def start_demo(classroom: Classroom, workspace: Workspace) -> None:
     if workspace.state != WorkspaceState.RUNNING:
         raise lifecycle.WrongState("Start the workspace you want to show first; it must be running.")
-    lifecycle.redis_client().set(
-        f"{DEMO_KEY}{classroom.pk}", json.dumps({"workspace": workspace.pk}), ex=8 * 3600
-    )
+    redis_client().set(f"{DEMO_KEY}{classroom.pk}", json.dumps({"workspace": workspace.pk}), ex=8 * 3600)
     _log_demo(audit.DEMO_START, classroom, workspace)
     _announce_demo(classroom, active=True)
 
 
 def end_demo(classroom: Classroom) -> None:
-    client = lifecycle.redis_client()
+    client = redis_client()
     shown = demo_workspace(classroom)
     client.delete(f"{DEMO_KEY}{classroom.pk}")
     # The students' demo tokens, and their open connections, end here; the
@@ -471,7 +467,7 @@ def _log_demo(action: str, classroom: Classroom, workspace: Workspace) -> None:
 
 
 def demo_workspace(classroom: Classroom) -> Workspace | None:
-    raw = lifecycle.redis_client().get(f"{DEMO_KEY}{classroom.pk}")
+    raw = redis_client().get(f"{DEMO_KEY}{classroom.pk}")
     if raw is None:
         return None
     return Workspace.objects.visible().filter(pk=json.loads(raw)["workspace"]).first()

@@ -17,7 +17,9 @@ from django.conf import settings
 
 from .display.rfb import RFBClient, RFBError
 from .display.sockets import DisplayTarget
-from .lifecycle import WrongState, redis_client
+from .lib import queue
+from .lib.redis import redis_client
+from .lifecycle import WrongState
 from .models import Workspace
 
 MAX_AGE = 4  # seconds a picture counts as current
@@ -66,12 +68,10 @@ def latest(workspace_id: int) -> tuple[bytes | None, float]:
 
 def refresh(workspace_id: int) -> bool:
     """Set off one capture unless one is under way; True when this call did."""
-    from .tasks import capture_thumbnail
-
     if not redis_client().set(CAPTURING + str(workspace_id), "1", nx=True, ex=10):
         return False
     # To its own queue, dropped unrun once stale (settings.CELERY_TASK_ROUTES, _ANNOTATIONS).
-    capture_thumbnail.delay(workspace_id)
+    queue.now("workspaces.tasks.workspace.capture_thumbnail", workspace_id)
     return True
 
 

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from tests.e2e import engine_id
 from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.engine.base import RUNNING
-from workspaces.engine_access import backend
+from workspaces.lib.engine_access import backend
 from workspaces.models import (
     Broadcast,
     BroadcastState,

@@ -24,7 +24,7 @@ def stack(transactional_db, tmp_path: Path, settings) -> Iterator[Stack]:
     that merely expired.
     """
     from workspaces.catalog import sync_from_engine
-    from workspaces.engine_access import backend
+    from workspaces.lib.engine_access import backend
 
     sync_from_engine()
     env = _child_env(LATTICE_DISPLAY_TOKEN_TTL="900", LATTICE_DISPLAY_TOKENS_PER_MINUTE="1000")

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from .. import admin_catalog, disk_watch, saving
 from ..engine.build_context import MAX_UPLOAD_BYTES
 from ..engine.specs import limit_problems
-from ..engine_access import backend
+from ..lib.engine_access import backend
 from ..models import Image, PublishRequest, Role
 from .auth import JobSerializer
 

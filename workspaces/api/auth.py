@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 
 from .. import jobs
 from ..models import Job
-from ..tasks import run_diagnostics
 
 
 class ObtainToken(APIView):
@@ -57,7 +56,7 @@ class Diagnostics(APIView):
 
     @extend_schema(request=None, responses={202: JobSerializer})
     def post(self, request: Request) -> Response:
-        job = jobs.queue_job(request.user, "diagnostics", run_diagnostics)
+        job = jobs.queue_job(request.user, "diagnostics", "workspaces.tasks.diagnostics.run_diagnostics")
         return Response(JobSerializer(job).data, status=202)
 
 

@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 
 from .. import jobs
 from ..models import DataSnapshot
-from ..tasks import back_up
 from .auth import JobSerializer
 
 
@@ -30,5 +29,7 @@ class Backups(APIView):
     def post(self, request: Request) -> Response:
         """Back up the user's files now; the job's progress arrives as events."""
         user = request.user
-        job = jobs.queue_job(user, "backup", back_up, user_id=user.pk, reason="asked")
+        job = jobs.queue_job(
+            user, "backup", "workspaces.tasks.backup.back_up", user_id=user.pk, reason="asked"
+        )
         return Response(JobSerializer(job).data, status=202)

@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import classrooms, jobs, lifecycle, refusals, teaching, thumbnails
+from .. import classrooms, jobs, lifecycle, teaching, thumbnails
+from ..lib import refusals
 from ..models import AuditEvent, Broadcast, Classroom, Role, Seat, Workspace
 from .admin_catalog import IsAdminRole
 from .auth import JobSerializer
@@ -270,10 +271,10 @@ class StopClass(APIView):
 class CollectClass(APIView):
     @extend_schema(request=None, responses={202: JobSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        from ..tasks import collect_classroom
-
         classroom = _taught(request, pk)
-        job = jobs.queue_job(request.user, "collect", collect_classroom, classroom_id=classroom.pk)
+        job = jobs.queue_job(
+            request.user, "collect", "workspaces.tasks.classroom.collect_classroom", classroom_id=classroom.pk
+        )
         return Response(JobSerializer(job).data, status=202)
 
 

@@ -7,8 +7,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..outages import RETRY_AFTER, redis_outage
-from ..refusals import Refusal
+from ..lib.outages import RETRY_AFTER, redis_outage
+from ..lib.refusals import Refusal
 
 
 def _first_message(data) -> str:

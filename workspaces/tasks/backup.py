@@ -10,9 +10,9 @@ from .. import (
     backups,
     jobs,
     leases,
-    lifecycle,
 )
 from ..engine.base import no_progress
+from ..lib.redis import redis_client
 from ..models import (
     JobState,
     User,
@@ -22,7 +22,7 @@ from .common import failure_message
 logger = logging.getLogger(__name__)
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.backup.back_up")
 def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
     """Back up one user's data volume; with a job, the user follows it on their page."""
     job = jobs.claim(job_id) if job_id is not None else None
@@ -30,7 +30,7 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
         return
     user = User.objects.get(pk=user_id)
     progress = (lambda p, m: jobs.report(job, p, m)) if job else no_progress
-    client = lifecycle.redis_client()
+    client = redis_client()
     lock = f"lattice:backing-up:{user_id}"
     # One backup of a user at a time: a stop and the schedule may ask at once.
     # The lock lapses a lease after its worker died (renewed while it works),
@@ -71,7 +71,7 @@ def back_up(user_id: int, reason: str, job_id: int | None = None) -> None:
         )
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.backup.back_up_due")
 def back_up_due() -> int:
     """The schedule: everyone whose files may have changed since their last backup."""
     owners = backups.due()

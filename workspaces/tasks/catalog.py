@@ -11,7 +11,7 @@ from .. import (
     jobs,
 )
 from ..engine.base import EngineError
-from ..events import publish
+from ..lib.events import publish
 from ..models import (
     Job,
     JobState,
@@ -72,7 +72,11 @@ def _fail_job(job: Job, exc: BaseException, what: str, log: _LogStream | None = 
         logger.exception("could not mark %s job %s failed", what, job.pk)
 
 
-@job_task(soft_time_limit=admin_catalog.build_timeout() + 60, time_limit=admin_catalog.build_timeout() + 120)
+@job_task(
+    name="workspaces.tasks.catalog.build_image",
+    soft_time_limit=admin_catalog.build_timeout() + 60,
+    time_limit=admin_catalog.build_timeout() + 120,
+)
 def build_image(job: Job) -> None:
     """Build, then add the entry; whatever goes wrong, the job ends failed and the upload is removed.
 
@@ -98,7 +102,11 @@ def build_image(job: Job) -> None:
     )
 
 
-@job_task(soft_time_limit=admin_catalog.pull_timeout() + 60, time_limit=admin_catalog.pull_timeout() + 120)
+@job_task(
+    name="workspaces.tasks.catalog.pull_image",
+    soft_time_limit=admin_catalog.pull_timeout() + 60,
+    time_limit=admin_catalog.pull_timeout() + 120,
+)
 def pull_image(job: Job) -> None:
     """Pull from the registry, then add the entry; whatever goes wrong, the job ends failed."""
 

@@ -20,7 +20,7 @@ from .. import (
 )
 from ..backups import BackupError
 from ..engine.base import EngineError
-from ..engine_access import backend
+from ..lib.engine_access import backend
 from ..models import (
     Broadcast,
     BroadcastState,
@@ -62,7 +62,7 @@ SLOT_POLL = 5.0
 EAGER_POLL = 0.1
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.classroom.run_broadcast")
 def run_broadcast(broadcast_id: int) -> None:
     """Queue a start for every queued seat of a broadcast.
 
@@ -100,7 +100,7 @@ def _finish_if_over(broadcast_id: int) -> int:
     )
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.classroom.start_seat")
 def start_seat(seat_id: int, deadline: float | None = None) -> None:
     """One student's part, from a broadcast, a retry or recovery: a start slot, the starter files,
     the workspace.
@@ -293,7 +293,7 @@ def finish_broadcasts() -> int:
     return ended
 
 
-@job_task()
+@job_task(name="workspaces.tasks.classroom.collect_classroom")
 def collect_classroom(job: Job, classroom_id: int) -> None:
     """Copy each student's /data/<class>/ into the teacher's /data/collected/<class>/<student>/.
 
@@ -363,7 +363,7 @@ ROTATE_TRIES = 24
 ROTATE_POLL = 5
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.classroom.rotate_vnc_passwords")
 def rotate_vnc_passwords(workspace_id: int, tries: int = 0) -> None:
     """New VNC passwords for a workspace: a control session or a demo of it ended.
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import (
-    jobs,
-    services_health,
-)
+from .. import jobs
+from ..lib import health
 from ..models import (
     Job,
     JobState,
@@ -18,14 +16,14 @@ from .common import job_task
 logger = logging.getLogger(__name__)
 
 
-@job_task()
+@job_task(name="workspaces.tasks.diagnostics.run_diagnostics")
 def run_diagnostics(job: Job) -> None:
     """Check every service a workspace needs, one step at a time, for the user to see."""
     steps = [
-        ("database", services_health.database_problem),
-        ("Redis", services_health.redis_problem),
-        ("Docker engine", services_health.docker_problem),
-        ("backup storage", services_health.object_storage_problem),
+        ("database", health.database_problem),
+        ("Redis", health.redis_problem),
+        ("Docker engine", health.docker_problem),
+        ("backup storage", health.object_storage_problem),
     ]
     results = {}
     try:
@@ -42,7 +40,7 @@ def run_diagnostics(job: Job) -> None:
         # Whatever broke (a probe, Redis, the time limit), the page must not
         # wait forever on a job that stays "running".
         logger.exception("diagnostics job %s failed", job.pk)
-        message = services_health.redact(f"The check stopped: {type(exc).__name__}: {exc}")[:300]
+        message = health.redact(f"The check stopped: {type(exc).__name__}: {exc}")[:300]
         jobs.finish(job, JobState.FAILED, message, results)
         return
     failed = [name for name, outcome in results.items() if not outcome["ok"]]

@@ -7,7 +7,7 @@ from celery import shared_task
 from .. import disk_watch
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.disk.watch_disks")
 def watch_disks() -> list[int]:
     """Stop running workspaces whose containers wrote more than their limit; the ids stopped."""
     return disk_watch.watch()

@@ -16,10 +16,11 @@ import logging
 from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
-from .. import jobs, leases, lifecycle, saving
+from .. import jobs, leases, saving
 from ..display import tokens as display_tokens
 from ..engine.base import EngineError
-from ..engine_access import backend
+from ..lib.engine_access import backend
+from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
 from .classroom import finish_broadcasts, recover_seats
 from .saved_image import recover_saves
@@ -52,7 +53,7 @@ def _recover_at_once(**_) -> None:
     reconcile.delay()
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.reconcile.reconcile")
 def reconcile() -> dict:
     """One pass; what it fixed, by kind."""
     fixed = {"failed": 0, "orphans": 0}
@@ -78,7 +79,7 @@ def reconcile() -> dict:
             "The workspace's containers stopped unexpectedly; start it again.",
             engine_state={"containers": _containers(ws.engine_id)},
         ):
-            display_tokens.revoke(lifecycle.redis_client(), ws.pk)
+            display_tokens.revoke(redis_client(), ws.pk)
             fixed["failed"] += 1
     known = set(Workspace.objects.values_list("engine_id", flat=True))
     for engine_id in set(engine) - known:

@@ -14,8 +14,8 @@ from .. import (
     saving,
 )
 from ..engine.base import EngineError
-from ..engine_access import backend
-from ..events import publish
+from ..lib.engine_access import backend
+from ..lib.events import publish
 from ..models import (
     Image,
     ImageState,
@@ -87,7 +87,11 @@ def _claim(image_id: int) -> bool:
     )
 
 
-@shared_task(soft_time_limit=saving.SAVE_TIME_LIMIT, time_limit=saving.SAVE_TIME_LIMIT + 30)
+@shared_task(
+    name="workspaces.tasks.saved_image.commit_container",
+    soft_time_limit=saving.SAVE_TIME_LIMIT,
+    time_limit=saving.SAVE_TIME_LIMIT + 30,
+)
 def commit_container(image_id: int) -> None:
     """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving".
 

@@ -17,8 +17,8 @@ from .. import (
     thumbnails,
 )
 from ..engine.base import EngineError
-from ..engine_access import backend
-from ..events import class_group, publish, publish_group
+from ..lib.engine_access import backend
+from ..lib.events import class_group, publish, publish_group
 from ..models import (
     Seat,
     Workspace,
@@ -92,7 +92,7 @@ def _containers(engine_id: str) -> list[dict]:
         return []  # the engine is what failed; the message says so
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.workspace.spawn_workspace")
 def spawn_workspace(workspace_id: int, still_working: Callable[[], None] | None = None) -> None:
     """Start a workspace's containers. While it runs, this task alone drives the
     engine for the workspace: a stop or delete that arrives meanwhile only marks
@@ -186,7 +186,7 @@ def _carry_out_interruption(workspace_id: int) -> None:
         stop_workspace(workspace_id)
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.workspace.stop_workspace")
 def stop_workspace(workspace_id: int, reason: str = "") -> None:
     """Stop the containers; ``reason`` (why the portal stopped it) stays as the message."""
     ws = Workspace.objects.filter(pk=workspace_id, state=WorkspaceState.STOPPING, deleting=False).first()
@@ -216,7 +216,7 @@ def stop_workspace(workspace_id: int, reason: str = "") -> None:
         back_up.delay(ws.owner_id, "stopped")
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.workspace.remove_workspace")
 def remove_workspace(workspace_id: int) -> None:
     ws = Workspace.objects.filter(pk=workspace_id, deleting=True).first()
     if ws is None:
@@ -248,7 +248,7 @@ def _lapsed(states: list[str], deleting: bool = False) -> QuerySet[Workspace]:
     return Workspace.objects.filter(leases.lapsed(), state__in=states, deleting=deleting)
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.workspace.capture_thumbnail")
 def capture_thumbnail(workspace_id: int) -> None:
     """One picture of a running screen for the class grid (see thumbnails.py)."""
     try:
@@ -261,7 +261,7 @@ def capture_thumbnail(workspace_id: int) -> None:
         thumbnails.captured(workspace_id)
 
 
-@shared_task
+@shared_task(name="workspaces.tasks.workspace.expire_control")
 def expire_control() -> int:
     """End teachers' control of screens whose viewer page went away without a word."""
     return teaching.expire_control_sessions()

@@ -10,7 +10,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workspaces import services_health
+from workspaces.lib import health
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, wait: float, **options) -> None:
         deadline = time.monotonic() + wait
         while True:
-            problems = [p for p in (services_health.redis_problem(), services_health.docker_problem()) if p]
+            problems = [p for p in (health.redis_problem(), health.docker_problem()) if p]
             if not problems:
                 self.stdout.write("Redis and the Docker engine are reachable.")
                 return

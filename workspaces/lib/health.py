@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from .engine import health as engine_health
+from ..engine import health as engine_health
 
 # user:password@ in a URL (with or without its scheme): the password goes.
 _USERINFO = re.compile(r"(?P<user>(?:[a-z][a-z0-9+.-]*://)?[^\s:/@'\"]*):(?P<password>[^\s@/'\"]+)@", re.I)

@@ -11,8 +11,8 @@ from functools import lru_cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .engine import get_backend
-from .engine.base import Backend
+from ..engine import get_backend
+from ..engine.base import Backend
 
 
 @lru_cache(maxsize=1)

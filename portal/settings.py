@@ -137,21 +137,21 @@ LOGOUT_REDIRECT_URL = "login"
 # A school signs in from behind one NAT address, so the per-address limit is
 # higher: a class mistyping at once must not lock itself out, while one
 # username still gets only a few guesses from anywhere. Both count failures in
-# the last AXES_COOLOFF_MINUTES; workspaces.accounts.login_failure_limit picks
+# the last AXES_COOLOFF_MINUTES; workspaces.services.accounts.login_failure_limit picks
 # the limit that applies.
 LATTICE_LOGIN_FAILURES_PER_USERNAME = env.integer("LATTICE_LOGIN_FAILURES_PER_USERNAME", 5)
 LATTICE_LOGIN_FAILURES_PER_ADDRESS = env.integer("LATTICE_LOGIN_FAILURES_PER_ADDRESS", 50)
-AXES_FAILURE_LIMIT = "workspaces.accounts.login_failure_limit"
+AXES_FAILURE_LIMIT = "workspaces.services.accounts.login_failure_limit"
 AXES_COOLOFF_TIME = timedelta(minutes=env.integer("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_USERNAME_CALLABLE = "workspaces.accounts.axes_username"
-AXES_LOCKOUT_CALLABLE = "workspaces.accounts.lockout_response"
+AXES_USERNAME_CALLABLE = "workspaces.services.accounts.axes_username"
+AXES_LOCKOUT_CALLABLE = "workspaces.services.accounts.lockout_response"
 # Never axes' own reset: it deletes every attempt matching the username OR the
 # address, so signing in to any account would wipe that address's failures
 # against other accounts. The handler forgives only the signed-in username's
 # own failures from that address.
 AXES_RESET_ON_SUCCESS = False
-AXES_HANDLER = "workspaces.accounts.LoginThrottleHandler"
+AXES_HANDLER = "workspaces.services.accounts.LoginThrottleHandler"
 # The address is REMOTE_ADDR. Behind a reverse proxy, uvicorn's --proxy-headers
 # with FORWARDED_ALLOW_IPS (the proxy's address) puts the browser's address
 # there; see deploy/README.md.
@@ -250,7 +250,7 @@ CELERY_TASK_ANNOTATIONS = {
         "expires": 60,
     }
 }
-# Recovery (workspaces/leases.py): a step whose worker died is taken up again
+# Recovery (workspaces/services/leases.py): a step whose worker died is taken up again
 # once its lease lapses; reconcile looks this often, so nothing stays stuck
 # longer than a lease plus a pass. A pass the worker did not reach in time
 # is dropped (expires): the next one does the same work.
@@ -331,7 +331,7 @@ CELERY_BEAT_SCHEDULE["back-up-data"] = {
     "schedule": LATTICE_BACKUP_INTERVAL,
 }
 # How often the worker measures what running containers wrote outside /data
-# and stops a workspace over its image's disk_limit (workspaces/disk_watch.py).
+# and stops a workspace over its image's disk_limit (workspaces/services/disk_watch.py).
 # The engine's measure is slow on fuse-overlayfs (1 to 11 s a container,
 # bench/disk_usage.py; overlay2 is far cheaper); a pass still measuring when
 # the next is due makes that one skip, so passes never pile up.

@@ -266,8 +266,8 @@ TEST_ORIGIN = "http://testserver"
 @pytest.fixture
 def engine(settings, display_proxy_url, celery_worker_process):
     """The real engine with the proxy and a worker; every test workspace is removed afterwards."""
-    from workspaces.catalog import sync_from_engine
     from workspaces.lib.engine_access import backend
+    from workspaces.services.catalog import sync_from_engine
 
     settings.LATTICE_DISPLAY_PROXY_URL = display_proxy_url
     sync_from_engine()

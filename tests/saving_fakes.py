@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tests.fakes import use_engine
-from workspaces import saving
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.models import Image, User
+from workspaces.services import saved_images
 
 MiB = 1024**2
 
@@ -69,10 +69,10 @@ def use_fake_engine(settings) -> FakeSavingEngine:
 def make_saved_image(
     owner: User, name: str, kind: str = "app", parent: Image | None = None, version: int = 1, **extra
 ) -> Image:
-    """A saved image's row, named as saving.save names it (ready unless ``extra`` says otherwise)."""
+    """A saved image's row, named as saved_images.save names it (ready unless ``extra`` says otherwise)."""
     fields = {
         "slug": f"{owner.username}/{name}:{version}",
-        "reference": f"{saving.repository_for(owner, name)}:{version}",
+        "reference": f"{saved_images.repository_for(owner, name)}:{version}",
         "title": f"{name} (v{version})",
         **extra,
     }

@@ -6,8 +6,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from tests.conftest import PASSWORD
-from workspaces.accounts import LOCKOUT_MESSAGE
 from workspaces.models import User
+from workspaces.services.accounts import LOCKOUT_MESSAGE
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,10 @@ from django.utils import timezone
 from tests import catalog_fakes
 from tests.catalog_fakes import BrokenStep, CrashingBuild, CrashingPull, RefusingPull
 from tests.saving_fakes import make_saved_image
-from workspaces import admin_catalog, jobs, tasks
+from workspaces import tasks
 from workspaces.engine.base import EngineError
 from workspaces.models import Broadcast, Classroom, Image, Job, PublishRequest, Workspace
+from workspaces.services import admin_catalog, jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,7 @@ def engine(use_engine):
 def events(monkeypatch):
     sent: list[dict] = []
     monkeypatch.setattr(jobs, "publish", lambda user_id, event: sent.append(event))
-    monkeypatch.setattr(tasks.catalog, "publish", lambda user_id, event: sent.append(event))
+    monkeypatch.setattr(tasks.admin_catalog, "publish", lambda user_id, event: sent.append(event))
     return sent
 
 

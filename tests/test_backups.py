@@ -10,11 +10,12 @@ import pytest
 from django.utils import timezone
 
 from tests.fakes import use_engine
-from workspaces import backups, lifecycle, tasks
+from workspaces import tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import Endpoint
 from workspaces.lib.object_store import LocalFolderStore, StoreError, store
 from workspaces.models import DataSnapshot, Image, User, Workspace
+from workspaces.services import backups, lifecycle
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from workspaces import classrooms, tasks, teaching
+from workspaces import tasks
 from workspaces.display import tokens as display_tokens
 from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import classrooms, teaching
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,8 @@ import pytest
 
 from tests.conftest import screenshot
 from tests.test_pages_browser import login
-from workspaces import classrooms
 from workspaces.models import Classroom, User
+from workspaces.services import classrooms
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.docker]
 

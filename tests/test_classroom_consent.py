@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from workspaces import audit, lifecycle, teaching, thumbnails
 from workspaces.display import tokens as display_tokens
 from workspaces.lib.redis import redis_client
 from workspaces.models import (
@@ -21,6 +20,7 @@ from workspaces.models import (
     Seat,
     Workspace,
 )
+from workspaces.services import audit, lifecycle, teaching, thumbnails
 
 pytestmark = pytest.mark.django_db
 
@@ -492,7 +492,7 @@ def test_a_student_who_leaves_while_a_token_is_issued_is_not_watched(
     api_client, teacher, room, owner, desktop, monkeypatch
 ):
     """The leave lands between the membership check and the session's start: it found nothing to end."""
-    from workspaces import classrooms
+    from workspaces.services import classrooms
 
     room.students.add(owner)
     ws = running_seat(room, owner, desktop)

@@ -155,7 +155,7 @@ def test_a_class_of_five(engine, api_client, make_user):
     ).json()
     poke(control, 222, 111)
     assert pointer(engine, second) == (222, 111)
-    from workspaces import teaching
+    from workspaces.services import teaching
 
     assert teaching.controlled_by(Workspace.objects.get(pk=second)) == "ms-lovelace"
     # A second tab in control, still open: releasing the first leaves it and the notice.

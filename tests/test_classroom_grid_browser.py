@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import screenshot, until
 from tests.test_pages_browser import login
-from workspaces import classrooms
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import classrooms
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import screenshot
 from tests.test_pages_browser import login
-from workspaces import teaching
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import teaching
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -13,11 +13,12 @@ import pytest
 from django.db import connections
 
 from tests.fakes import endpoint_state, use_engine
-from workspaces import classrooms, lifecycle, tasks, teaching
+from workspaces import tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineError
 from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import classrooms, lifecycle, teaching
 
 
 class PasswordRecorder(DockerBackend):
@@ -93,15 +94,15 @@ def test_a_queued_seat_goes_back_to_the_broker_instead_of_holding_a_thread(
         finally:
             connections.close_all()
 
-    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
+    with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
         worker_thread = threading.Thread(target=run, daemon=True)
         worker_thread.start()
         worker_thread.join(5)
         assert not worker_thread.is_alive(), "the task waited for a slot in its worker thread"
     # Back in SLOT_POLL seconds, with the time it stops waiting (SLOT_WAIT from the first try).
     ((args, kwargs),) = [(c.args[0], c.kwargs) for c in again.call_args_list]
-    assert args[0] == seat.pk and kwargs == {"countdown": tasks.classroom.SLOT_POLL}
-    assert time.time() + tasks.classroom.SLOT_WAIT - 10 < args[1] <= time.time() + tasks.classroom.SLOT_WAIT
+    assert args[0] == seat.pk and kwargs == {"countdown": tasks.classrooms.SLOT_POLL}
+    assert time.time() + tasks.classrooms.SLOT_WAIT - 10 < args[1] <= time.time() + tasks.classrooms.SLOT_WAIT
     seat.refresh_from_db()
     assert (seat.state, seat.attempts) == ("queued", 0)
 
@@ -113,20 +114,20 @@ def test_a_queued_seat_keeps_its_deadline_however_often_it_polls(
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
     seat = Seat.objects.create(broadcast=sent, student=owner)
     deadline = time.time() + 60
-    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
+    with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
         tasks.start_seat(seat.pk, deadline)
-    again.assert_called_once_with((seat.pk, deadline), countdown=tasks.classroom.SLOT_POLL)
+    again.assert_called_once_with((seat.pk, deadline), countdown=tasks.classrooms.SLOT_POLL)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_in_eager_mode_a_queued_seat_waits_inline_until_its_deadline(
     one_slot_taken, teacher, room, owner, desktop, monkeypatch
 ):
-    monkeypatch.setattr(tasks.classroom, "_eager", lambda: True)
-    monkeypatch.setattr(tasks.classroom, "SLOT_WAIT", 0.5)
+    monkeypatch.setattr(tasks.classrooms, "_eager", lambda: True)
+    monkeypatch.setattr(tasks.classrooms, "SLOT_WAIT", 0.5)
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
     seat = Seat.objects.create(broadcast=sent, student=owner)
-    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
+    with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
         tasks.start_seat(seat.pk)
     again.assert_not_called()  # no nested task per poll
     seat.refresh_from_db()
@@ -137,8 +138,8 @@ def test_in_eager_mode_a_queued_seat_waits_inline_until_its_deadline(
 def test_a_seat_that_waited_too_long_fails_with_a_reason(one_slot_taken, teacher, room, owner, desktop):
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
     seat = Seat.objects.create(broadcast=sent, student=owner)
-    with mock.patch.object(tasks.classroom.start_seat, "apply_async") as again:
-        tasks.start_seat(seat.pk, tasks.classroom.SLOT_WAIT)
+    with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
+        tasks.start_seat(seat.pk, tasks.classrooms.SLOT_WAIT)
     again.assert_not_called()
     seat.refresh_from_db()
     assert seat.state == "failed" and "kept the engine busy; retry in a moment" in seat.message
@@ -226,6 +227,6 @@ def test_a_start_under_way_rotates_once_it_is_over(
         django_capture_on_commit_callbacks(execute=True),
     ):
         tasks.rotate_vnc_passwords(ws.pk)
-    again.assert_called_once_with((ws.pk, 1), countdown=tasks.classroom.ROTATE_POLL)
+    again.assert_called_once_with((ws.pk, 1), countdown=tasks.classrooms.ROTATE_POLL)
     ws.refresh_from_db()
     assert (ws.vnc_password, recorder.given) == ("old-ctl1", [])

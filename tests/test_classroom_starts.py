@@ -14,12 +14,13 @@ from django.utils import timezone
 
 from tests.fakes import use_engine
 from tests.saving_fakes import make_saved_image
-from workspaces import backups, classrooms, file_copies, lifecycle, tasks, teaching
+from workspaces import tasks
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import ContainerState, Endpoint
 from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Seat, Workspace
+from workspaces.services import backups, classrooms, file_copies, lifecycle, teaching
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -357,7 +358,7 @@ def test_the_grid_hears_that_a_students_workspace_was_deleted(
     classrooms.broadcast(room, teacher, "desktop")
     ws = Workspace.objects.get(owner__username="lambda1")
     heard: list[tuple[str, dict]] = []
-    monkeypatch.setattr(tasks.workspace, "publish_group", lambda group, event: heard.append((group, event)))
+    monkeypatch.setattr(tasks.lifecycle, "publish_group", lambda group, event: heard.append((group, event)))
 
     lifecycle.delete(ws)  # the student deletes it from their dashboard; the task runs eagerly
 
@@ -442,7 +443,7 @@ def test_a_start_refuses_a_student_no_longer_in_the_class(
     sent = queued_seats(room, teacher, desktop, files="lessons")
     nu1 = room.students.get()
     copies: list = []
-    monkeypatch.setattr(tasks.classroom.file_copies, "copy_folder", lambda *args: copies.append(args) or [])
+    monkeypatch.setattr(tasks.classrooms.file_copies, "copy_folder", lambda *args: copies.append(args) or [])
     # Gone between the queue and the start (the seat's own row was not moved).
     room.students.remove(nu1)
 
@@ -542,7 +543,7 @@ def test_a_collect_lists_the_first_skipped_files_and_counts_them_all(
     student = room.students.get()
     ManyLinksBackend.volumes = {teacher.pk, student.pk}
 
-    outcome = tasks.classroom._collect_from(student, room, teacher)
+    outcome = tasks.classrooms._collect_from(student, room, teacher)
 
     assert outcome["ok"] and outcome["files"] == 1
     assert outcome["skipped_count"] == 250

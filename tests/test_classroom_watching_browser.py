@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import screenshot
 from tests.fakes import endpoint_state
 from tests.test_pages_browser import login
-from workspaces import teaching, thumbnails
 from workspaces.models import AuditEvent, Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import teaching, thumbnails
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

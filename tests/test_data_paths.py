@@ -15,11 +15,12 @@ import time
 import pytest
 from django.conf import settings
 
-from workspaces import backups, file_copies, jobs, tasks
+from workspaces import tasks
 from workspaces.engine import names
 from workspaces.lib.engine_access import backend
 from workspaces.lib.object_store import store
 from workspaces.models import Classroom, Job, JobState, User
+from workspaces.services import backups, file_copies, jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.docker]
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import use_engine
-from workspaces import disk_watch, lifecycle, tasks
-from workspaces.catalog import fields_from_labels
+from workspaces import tasks
 from workspaces.engine.base import ContainerDisk
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
-from workspaces.tasks import workspace as workspace_tasks
+from workspaces.services import disk_watch, lifecycle
+from workspaces.services.catalog import fields_from_labels
+from workspaces.tasks import lifecycle as lifecycle_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +66,7 @@ def announced(monkeypatch) -> list[dict]:
     events: list[dict] = []
     monkeypatch.setattr(tasks.stop_workspace, "delay", lambda *args: tasks.stop_workspace(*args))
     monkeypatch.setattr(tasks.back_up, "delay", lambda *args: None)
-    monkeypatch.setattr(workspace_tasks, "publish", lambda user_id, event: events.append(event))
+    monkeypatch.setattr(lifecycle_tasks, "publish", lambda user_id, event: events.append(event))
     return events
 
 

@@ -24,13 +24,13 @@ from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, sh
 from tests.listeners import UnixListener
 from tests.services import ARTIFACTS
-from workspaces import lifecycle, thumbnails
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient
 from workspaces.engine.errors import StartTimeout
 from workspaces.lib.redis import redis_client
-from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
+from workspaces.services import lifecycle, thumbnails
+from workspaces.services.lifecycle import WrongState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 SOCKET = "/run/lattice-vnc/vnc.sock"  # the display's socket, as the student sees it

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from workspaces import lifecycle
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
+from workspaces.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 

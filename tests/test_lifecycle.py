@@ -9,13 +9,14 @@ import pytest
 from django.utils import timezone
 
 from tests.fakes import endpoint_state, use_engine
-from workspaces import lifecycle, tasks
+from workspaces import tasks
 from workspaces.display import tokens as display_tokens
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineUnavailable
 from workspaces.engine.specs import ContainerState, Endpoint
 from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
+from workspaces.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -197,7 +198,7 @@ def test_a_failed_delete_keeps_the_row_for_the_reconcile(owner, desktop, engine)
 def test_progress_after_a_stop_took_over_is_dropped(owner, desktop):
     ws = make(owner, desktop, "starting")
     Workspace.objects.filter(pk=ws.pk).update(state="stopping", message="Stopping")
-    tasks.workspace._report(ws, 70, "Starting ide")
+    tasks.lifecycle._report(ws, 70, "Starting ide")
     assert Workspace.objects.get(pk=ws.pk).message == "Stopping"
 
 
@@ -253,7 +254,7 @@ def test_a_start_whose_worker_died_is_taken_up_again_and_runs(owner, desktop, en
     # The dead run, had it been only slow, can no longer settle the row: it holds generation 0.
     stale = Workspace.objects.get(pk=ws.pk)
     stale.recoveries = 0
-    assert not tasks.workspace._settle(stale, "running", "failed", "late word of a dead run")
+    assert not tasks.lifecycle._settle(stale, "running", "failed", "late word of a dead run")
     assert Workspace.objects.get(pk=ws.pk).state == "running"
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests import catalog_fakes
-from workspaces import catalog, lifecycle
 from workspaces.engine.errors import InvalidSpecError
 from workspaces.engine.specs import Limits, limit_problems, max_cpus
 from workspaces.models import Image, Workspace
+from workspaces.services import catalog, lifecycle
 
 pytestmark = pytest.mark.django_db
 

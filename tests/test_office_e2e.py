@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import TEST_ORIGIN
 from tests.e2e import running, wait_for_window
 from tests.services import ROOT
-from workspaces.catalog import sync_from_engine
 from workspaces.display.rfb import RFBClient
+from workspaces.services.catalog import sync_from_engine
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 

@@ -16,12 +16,12 @@ from websockets.sync.client import connect
 from tests.conftest import TEST_ORIGIN, start_display_proxy
 from tests.e2e import running
 from tests.fakes import endpoint_state
-from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.proxy import MESSAGE_SLACK
 from workspaces.display.rfb import RFBClient
 from workspaces.lib.redis import redis_client
 from workspaces.models import Workspace
+from workspaces.services import lifecycle
 
 CLIPBOARD = 4096
 PER_WORKSPACE = 3

@@ -13,8 +13,9 @@ import pytest
 from django.utils import timezone
 
 from tests.saving_fakes import use_fake_engine
-from workspaces import jobs, leases, saving, tasks
+from workspaces import tasks
 from workspaces.models import Image, Job, Workspace
+from workspaces.services import jobs, leases, saved_images
 
 pytestmark = pytest.mark.django_db
 
@@ -123,12 +124,12 @@ def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatc
     ide = Image.objects.create(slug="ide", reference="lattice/ide:latest", kind="app", title="IDE")
     ws = Workspace.objects.create(owner=owner, display=desktop, state="running")
     ws.apps.set([ide])
-    image = saving.save(ws, "ide", "my-ide", "")
+    image = saved_images.save(ws, "ide", "my-ide", "")
     Image.objects.filter(pk=image.pk).update(created=timezone.now() - timedelta(minutes=1))
     tasks.commit_container(image.pk)  # nobody held it: this run takes it
     assert Image.objects.get(pk=image.pk).state == "ready"
 
-    again = saving.save(ws, "ide", "my-ide", "")
+    again = saved_images.save(ws, "ide", "my-ide", "")
     Image.objects.filter(pk=again.pk).update(
         created=timezone.now() - timedelta(minutes=1), leased_until=timezone.now() + timedelta(minutes=1)
     )
@@ -136,7 +137,7 @@ def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatc
     assert Image.objects.get(pk=again.pk).state == "saving"
     lapse(Image, again.pk)  # it died
     commits = len([c for c in engine.calls if c[0] == "commit"])
-    assert tasks.saved_image.recover_saves() == 1
+    assert tasks.saved_images.recover_saves() == 1
     again.refresh_from_db()
     assert (again.state, again.recoveries) == ("ready", 1)
     assert len([c for c in engine.calls if c[0] == "commit"]) == commits + 1

@@ -110,7 +110,7 @@ def test_a_page_that_needs_redis_answers_a_503_page(client, teacher, redis_down)
 
 @pytest.mark.django_db
 def test_other_server_errors_stay_500(client, teacher, monkeypatch):
-    from workspaces import teaching
+    from workspaces.services import teaching
 
     def broken(classroom):
         raise RuntimeError("a bug")

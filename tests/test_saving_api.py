@@ -5,9 +5,9 @@ import re
 import pytest
 
 from tests.saving_fakes import make_saved_image, use_fake_engine
-from workspaces import saving
 from workspaces.engine.base import EngineError
 from workspaces.models import Broadcast, Classroom, Image, User, Workspace
+from workspaces.services import saved_images
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def test_save_answers_202_with_a_saving_entry_in_the_users_namespace(as_owner, w
     image = Image.objects.get(pk=body["id"])
     # Under the engine prefix: a test run never writes into the real lattice/u/ namespace.
     assert image.reference == f"{settings.LATTICE_ENGINE_PREFIX}/u/owner/my-ide:1"
-    assert saving.is_saved_reference(image.reference)
+    assert saved_images.is_saved_reference(image.reference)
     assert image.origin == "saved from IDE (ide)"
     assert image.parent.slug == "ide" and image.kind == "app" and image.owner.username == "owner"
     # Not launchable until the commit has finished.
@@ -267,7 +267,7 @@ AWKWARD_USERNAMES = [
 
 def test_user_namespaces_are_one_to_one_and_valid_for_docker(settings):
     users = [User.objects.create_user(username=name, password="x") for name in AWKWARD_USERNAMES]
-    repositories = [saving.repository_for(user, "my-ide") for user in users]
+    repositories = [saved_images.repository_for(user, "my-ide") for user in users]
     assert len(set(repositories)) == len(users), repositories
     for repository in repositories:
         assert DOCKER_REFERENCE.fullmatch(repository), repository
@@ -310,7 +310,7 @@ def test_summarise_groups_changes_by_folder():
         {"path": "/etc/hosts", "kind": "deleted"},
         {"path": "/home/user/.config/geany/plugins", "kind": "added"},
     ]
-    assert saving.summarise(changes) == {
+    assert saved_images.summarise(changes) == {
         "/etc": {"added": 0, "changed": 0, "deleted": 1},
         "/home/user": {"added": 2, "changed": 1, "deleted": 0},
     }

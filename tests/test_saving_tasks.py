@@ -12,9 +12,10 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.saving_fakes import MiB, make_saved_image, use_fake_engine
-from workspaces import saving, tasks
+from workspaces import tasks
 from workspaces.engine.base import ContainerNotFound
 from workspaces.models import Image, Workspace
+from workspaces.services import saved_images
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +28,8 @@ def engine(settings):
 @pytest.fixture
 def events(monkeypatch):
     sent: list[tuple[int, dict]] = []
-    monkeypatch.setattr(saving, "publish", lambda user_id, event: sent.append((user_id, event)))
-    monkeypatch.setattr(tasks.saved_image, "publish", lambda user_id, event: sent.append((user_id, event)))
+    monkeypatch.setattr(saved_images, "publish", lambda user_id, event: sent.append((user_id, event)))
+    monkeypatch.setattr(tasks.saved_images, "publish", lambda user_id, event: sent.append((user_id, event)))
     return sent
 
 
@@ -45,7 +46,7 @@ def workspace(owner):
 
 @pytest.fixture
 def saving_image(workspace):
-    return saving.save(workspace, "ide", "my-ide", "with plugins")
+    return saved_images.save(workspace, "ide", "my-ide", "with plugins")
 
 
 def test_a_save_ends_ready_with_sizes_sorted_changes_and_the_parents_title(
@@ -62,7 +63,7 @@ def test_a_save_ends_ready_with_sizes_sorted_changes_and_the_parents_title(
     assert (image.size, image.added_size) == (300 * MiB, 100 * MiB)
     assert image.changes["total"] == 802
     assert image.changes["sample"][0] == {"path": "/home/user/notes.txt", "kind": "added"}
-    assert len(image.changes["sample"]) == saving.SAMPLE_SIZE
+    assert len(image.changes["sample"]) == saved_images.SAMPLE_SIZE
     assert image.changes["summary"]["/etc"] == {"added": 0, "changed": 1, "deleted": 0}
     (_, engine_id, container, reference, labels) = engine.called("commit")[0]
     assert (engine_id, container, reference) == (workspace.engine_id, "ide", image.reference)
@@ -97,7 +98,7 @@ def test_a_database_error_at_the_end_still_fails_the_save(engine, events, saving
     def broken(changes):
         raise DatabaseError("disk I/O error")
 
-    monkeypatch.setattr(saving, "changes_record", broken)
+    monkeypatch.setattr(saved_images, "changes_record", broken)
     tasks.commit_container(saving_image.pk)
     image = Image.objects.get(pk=saving_image.pk)
     assert image.state == "failed" and "DatabaseError: disk I/O error" in image.message
@@ -114,7 +115,7 @@ def test_a_deleted_source_workspace_fails_the_save_with_a_reason(engine, events,
 
 
 def test_a_save_given_up_during_the_commit_stays_failed_and_leaves_no_tag(engine, events, saving_image):
-    engine.during_commit = lambda: saving.fail(saving_image.pk, "given up")
+    engine.during_commit = lambda: saved_images.fail(saving_image.pk, "given up")
     tasks.commit_container(saving_image.pk)
     image = Image.objects.get(pk=saving_image.pk)
     assert (image.state, image.message) == ("failed", "given up")
@@ -133,23 +134,23 @@ def _age(image: Image, seconds: float) -> None:
 
 
 def test_stale_saves_are_failed_and_recent_ones_kept(events, owner, workspace):
-    old = saving.save(workspace, "ide", "old")
-    recent = saving.save(workspace, "display", "recent")
+    old = saved_images.save(workspace, "ide", "old")
+    recent = saved_images.save(workspace, "display", "recent")
     _age(old, 3600)
     ready = make_saved_image(owner, "ready")
     _age(ready, 3600)
 
-    assert saving.fail_stale_saves(1800) == 1
+    assert saved_images.fail_stale_saves(1800) == 1
     assert Image.objects.get(pk=old.pk).state == "failed"
     assert "did not finish within 30 minutes" in Image.objects.get(pk=old.pk).message
     assert Image.objects.get(pk=recent.pk).state == "saving"
     assert Image.objects.get(pk=ready.pk).state == "ready"
     assert [e["id"] for _, e in events] == [old.pk]
-    assert saving.fail_stale_saves(1800) == 0
+    assert saved_images.fail_stale_saves(1800) == 0
 
 
 def test_reconcile_fails_stale_saves(engine, events, saving_image):
-    _age(saving_image, saving.STALE_SAVE_SECONDS + 60)
+    _age(saving_image, saved_images.STALE_SAVE_SECONDS + 60)
     assert tasks.reconcile()["stale_saves"] == 1
     assert Image.objects.get(pk=saving_image.pk).state == "failed"
 
@@ -159,7 +160,7 @@ def test_two_saves_at_once_cannot_both_pass_the_count_quota(owner, workspace, mo
     owner.saved_images_max_count = 1
     owner.save()
     checked = threading.Barrier(2)
-    real_check = saving.check_quota
+    real_check = saved_images.check_quota
 
     def slow_check(user):
         real_check(user)
@@ -167,7 +168,7 @@ def test_two_saves_at_once_cannot_both_pass_the_count_quota(owner, workspace, mo
         with contextlib.suppress(threading.BrokenBarrierError):
             checked.wait(timeout=1)
 
-    monkeypatch.setattr(saving, "check_quota", slow_check)
+    monkeypatch.setattr(saved_images, "check_quota", slow_check)
     # No commit may run meanwhile: in a whole-suite run a real worker is up,
     # and a save it failed at once would no longer count against the quota.
     monkeypatch.setattr(tasks.commit_container, "delay", lambda image_id: None)
@@ -175,7 +176,7 @@ def test_two_saves_at_once_cannot_both_pass_the_count_quota(owner, workspace, mo
 
     def save(container, name):
         try:
-            outcomes.append(saving.save(Workspace.objects.get(pk=workspace.pk), container, name))
+            outcomes.append(saved_images.save(Workspace.objects.get(pk=workspace.pk), container, name))
         except Exception as exc:
             outcomes.append(exc)
         finally:

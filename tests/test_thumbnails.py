@@ -8,10 +8,11 @@ import pytest
 from django.conf import settings as site
 
 from tests.test_rfb_client import drip_forever, fake_server, handshake, in_thread  # noqa: F401  (a fixture)
-from workspaces import tasks, thumbnails
+from workspaces import tasks
 from workspaces.display import rfb
-from workspaces.lifecycle import WrongState
 from workspaces.models import Workspace
+from workspaces.services import thumbnails
+from workspaces.services.lifecycle import WrongState
 
 
 @pytest.fixture

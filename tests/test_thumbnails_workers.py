@@ -24,8 +24,9 @@ from portal.celery import app
 from tests.conftest import _child_env
 from tests.e2e import wait_for_state
 from tests.services import Process
-from workspaces import lifecycle, tasks
+from workspaces import tasks
 from workspaces.models import Image
+from workspaces.services import lifecycle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 

@@ -3,10 +3,10 @@
 import pytest
 
 from tests.fakes import endpoint_state
-from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
+from workspaces.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -222,7 +222,7 @@ def test_tokens_expire(owner):
 
 
 def test_catalog_sync_takes_only_catalog_images_never_saved_ones(monkeypatch):
-    from workspaces import catalog
+    from workspaces.services import catalog
 
     class Engine:
         def list_images(self):

@@ -29,11 +29,11 @@ from tests.e2e import (
     wait_until_gone,
 )
 from tests.services import ARTIFACTS
-from workspaces import lifecycle
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
+from workspaces.services import lifecycle
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]
 # How a refused display connection looks to a client: the proxy closes it

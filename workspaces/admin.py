@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from . import audit, classrooms
 from .models import AuditEvent, Classroom, Job, User
+from .services import audit, classrooms
 
 
 @admin.register(User)

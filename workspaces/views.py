@@ -12,11 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from . import admin_catalog, classrooms, disk_watch, saving, teaching
-from .accounts import DASHBOARDS, role_required
 from .api.classrooms import BroadcastSerializer
 from .api.workspaces import WorkspaceSerializer
-from .catalog import launchable
 from .engine.specs import limit_problems
 from .models import (
     AuditEvent,
@@ -29,6 +26,9 @@ from .models import (
     Workspace,
     WorkspaceState,
 )
+from .services import admin_catalog, classrooms, disk_watch, saved_images, teaching
+from .services.accounts import DASHBOARDS, role_required
+from .services.catalog import launchable
 
 # How many of the newest audit events the admin dashboard lists (all: GET /api/admin/audit/).
 AUDIT_SHOWN = 50
@@ -67,7 +67,7 @@ def student_dashboard(request: HttpRequest) -> HttpResponse:
 
 @role_required(Role.TEACHER)
 def teacher_dashboard(request: HttpRequest) -> HttpResponse:
-    taught = classrooms.teaching(request.user).prefetch_related("students", "invited", "teachers")
+    taught = classrooms.taught_by(request.user).prefetch_related("students", "invited", "teachers")
     return render(
         request, "workspaces/teacher_dashboard.html", {**_my_workspaces(request.user), "classrooms": taught}
     )
@@ -172,8 +172,8 @@ def saved_image(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if request.POST.get("action") == "delete":
             try:
-                saving.delete(image)
-            except saving.SaveConflict as exc:
+                saved_images.delete(image)
+            except saved_images.SaveConflict as exc:
                 messages.error(request, str(exc))
             else:
                 messages.success(request, f"Deleted {image.slug}.")
@@ -184,12 +184,14 @@ def saved_image(request: HttpRequest, pk: int) -> HttpResponse:
             image.save(update_fields=["title", "description"])
             messages.success(request, "Saved.")
         return redirect("saved-image", pk=image.pk)
-    return render(request, "workspaces/saved_image.html", {"image": image, "in_use": saving.in_use(image)})
+    return render(
+        request, "workspaces/saved_image.html", {"image": image, "in_use": saved_images.in_use(image)}
+    )
 
 
 @role_required(Role.TEACHER)
 def classroom_page(request: HttpRequest, pk: int) -> HttpResponse:
-    classroom = get_object_or_404(classrooms.teaching(request.user), pk=pk)
+    classroom = get_object_or_404(classrooms.taught_by(request.user), pk=pk)
     images = list(launchable(request.user))
     latest = classrooms.latest_broadcast(classroom)
     return render(
@@ -215,7 +217,7 @@ def student_screen(request: HttpRequest, pk: int, username: str) -> HttpResponse
     """A student's screen, large: view by default, ?mode=control to take control."""
     from secrets import token_urlsafe
 
-    classroom = get_object_or_404(classrooms.teaching(request.user), pk=pk)
+    classroom = get_object_or_404(classrooms.taught_by(request.user), pk=pk)
     workspace = classrooms.student_workspace(classroom, username)
     mode = "control" if request.GET.get("mode") == "control" else "view"
     base = f"/api/classrooms/{classroom.pk}/students/{username}"

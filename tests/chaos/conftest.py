@@ -23,8 +23,8 @@ def stack(transactional_db, tmp_path: Path, settings) -> Iterator[Stack]:
     workspace at the round's end must be one that was never revoked, not one
     that merely expired.
     """
-    from workspaces.catalog import sync_from_engine
     from workspaces.lib.engine_access import backend
+    from workspaces.services.catalog import sync_from_engine
 
     sync_from_engine()
     env = _child_env(LATTICE_DISPLAY_TOKEN_TTL="900", LATTICE_DISPLAY_TOKENS_PER_MINUTE="1000")

@@ -16,11 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import admin_catalog, disk_watch, saving
 from ..engine.build_context import MAX_UPLOAD_BYTES
 from ..engine.specs import limit_problems
 from ..lib.engine_access import backend
 from ..models import Image, PublishRequest, Role
+from ..services import admin_catalog, disk_watch, saved_images
 from .auth import JobSerializer
 
 T = TypeVar("T")
@@ -189,7 +189,7 @@ class EngineImages(AdminView):
             {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
             for i in backend().list_images()
             if i["reference"] not in known
-            and not saving.is_saved_reference(i["reference"])
+            and not saved_images.is_saved_reference(i["reference"])
             and not admin_catalog.is_scratch(i["reference"])
         ]
         return Response(found)

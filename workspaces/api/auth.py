@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import jobs
 from ..models import Job
+from ..services import jobs
 
 
 class ObtainToken(APIView):

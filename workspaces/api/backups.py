@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import jobs
 from ..models import DataSnapshot
+from ..services import jobs
 from .auth import JobSerializer
 
 

@@ -11,9 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import classrooms, jobs, lifecycle, teaching, thumbnails
 from ..lib import refusals
 from ..models import AuditEvent, Broadcast, Classroom, Role, Seat, Workspace
+from ..services import classrooms, jobs, lifecycle, teaching, thumbnails
 from .admin_catalog import IsAdminRole
 from .auth import JobSerializer
 from .workspaces import token_response
@@ -25,7 +25,7 @@ class AdminsOnly(IsAdminRole):
 
 def _taught(request: Request, pk: int) -> Classroom:
     """A classroom this user teaches; anyone else (another teacher too) gets 404."""
-    return get_object_or_404(classrooms.teaching(request.user), pk=pk)
+    return get_object_or_404(classrooms.taught_by(request.user), pk=pk)
 
 
 class ClassroomSerializer(serializers.ModelSerializer):
@@ -64,7 +64,7 @@ class ClassroomList(APIView):
     def get(self, request: Request) -> Response:
         if request.user.role == Role.STUDENT:
             return Response(StudentClassroomSerializer(request.user.classrooms.all(), many=True).data)
-        return Response(ClassroomSerializer(classrooms.teaching(request.user), many=True).data)
+        return Response(ClassroomSerializer(classrooms.taught_by(request.user), many=True).data)
 
     @extend_schema(request=CreateClassroom, responses={201: ClassroomSerializer})
     def post(self, request: Request) -> Response:

@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import saving
 from ..models import Image, Workspace
+from ..services import saved_images
 
 
 class SavedImageSerializer(serializers.ModelSerializer):
@@ -52,7 +52,9 @@ class CommitContainer(APIView):
         workspace = get_object_or_404(Workspace.objects.visible(), pk=pk, owner=request.user)
         body = CommitRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        image = saving.save(workspace, name, body.validated_data["name"], body.validated_data["description"])
+        image = saved_images.save(
+            workspace, name, body.validated_data["name"], body.validated_data["description"]
+        )
 
         return Response(SavedImageSerializer(image).data, status=202)
 
@@ -86,5 +88,5 @@ class SavedImageDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         image = _own_image(request, pk)
-        saving.delete(image)
+        saved_images.delete(image)
         return Response(status=204)

@@ -12,9 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import lifecycle
-from ..catalog import launchable
 from ..models import Image, Workspace
+from ..services import lifecycle
+from ..services.catalog import launchable
 
 
 class ImageSerializer(serializers.ModelSerializer):

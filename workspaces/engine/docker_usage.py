@@ -2,7 +2,7 @@
 
 A mixin of DockerBackend, like docker_data.py. The storage driver here
 (fuse-overlayfs) has no size option, so a container's writable layer cannot be
-capped by the engine; the worker watches it instead (workspaces/disk_watch.py)
+capped by the engine; the worker watches it instead (workspaces/services/disk_watch.py)
 and stops a workspace whose container passes its catalog limit. /data is a
 volume, not part of the writable layer, and is never counted here.
 

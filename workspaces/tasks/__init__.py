@@ -5,20 +5,20 @@ One module per kind of work; every task is also importable from here
 autodiscovery finds them all.
 """
 
-from .backup import back_up, back_up_due
-from .catalog import build_image, pull_image
-from .classroom import collect_classroom, rotate_vnc_passwords, run_broadcast, start_seat
+from .admin_catalog import build_image, pull_image
+from .backups import back_up, back_up_due
+from .classrooms import collect_classroom, rotate_vnc_passwords, run_broadcast, start_seat
 from .diagnostics import run_diagnostics
 from .disk import watch_disks
-from .reconcile import reconcile
-from .saved_image import commit_container
-from .workspace import (
+from .lifecycle import (
     capture_thumbnail,
     expire_control,
     remove_workspace,
     spawn_workspace,
     stop_workspace,
 )
+from .reconcile import reconcile
+from .saved_images import commit_container
 
 __all__ = [
     "back_up",

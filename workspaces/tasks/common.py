@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from celery import shared_task
 
-from .. import jobs
-from ..backups import BackupError
 from ..engine.base import EngineError
+from ..services import jobs
+from ..services.backups import BackupError
 
 logger = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import jobs
 from ..lib import health
 from ..models import (
     Job,
     JobState,
 )
+from ..services import jobs
 from .common import job_task
 
 logger = logging.getLogger(__name__)

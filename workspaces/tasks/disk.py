@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .. import disk_watch
+from ..services import disk_watch
 
 
 @shared_task(name="workspaces.tasks.disk.watch_disks")

@@ -3,7 +3,7 @@
 It runs every LATTICE_RECONCILE_INTERVAL seconds (beat) and when a worker
 starts. What needs no engine comes first (the engine may be what is down):
 steps whose worker died are taken up again (their leases lapsed,
-workspaces/leases.py), broadcasts whose seats are all over end. Then the
+workspaces/services/leases.py), broadcasts whose seats are all over end. Then the
 engine: running workspaces whose containers died fail, workspaces the engine
 has and the database does not are removed. When nothing changed a pass is a
 few indexed queries and one listing of the engine's containers.
@@ -16,15 +16,15 @@ import logging
 from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
-from .. import jobs, leases, saving
 from ..display import tokens as display_tokens
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
-from .classroom import finish_broadcasts, recover_seats
-from .saved_image import recover_saves
-from .workspace import _containers, _settle, recover_workspaces
+from ..services import jobs, leases, saved_images
+from .classrooms import finish_broadcasts, recover_seats
+from .lifecycle import _containers, _settle, recover_workspaces
+from .saved_images import recover_saves
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ RECOVERY_STEPS = (
     ("jobs", jobs.recover_lapsed),
     ("saves", recover_saves),
     ("broadcasts", finish_broadcasts),
-    ("stale_saves", lambda: saving.fail_stale_saves(saving.STALE_SAVE_SECONDS)),
+    ("stale_saves", lambda: saved_images.fail_stale_saves(saved_images.STALE_SAVE_SECONDS)),
     ("stale_jobs", lambda: jobs.fail_stale(jobs.stale_job_seconds())),
 )
 

@@ -7,7 +7,7 @@ administrator to remove (`docker volume rm`); nothing is deleted here.
 
 from django.core.management.base import BaseCommand
 
-from workspaces.backups import migrate_all
+from workspaces.services.backups import migrate_all
 
 
 class Command(BaseCommand):

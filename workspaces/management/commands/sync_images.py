@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from workspaces.catalog import sync_from_engine
+from workspaces.services.catalog import sync_from_engine
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 """Classrooms: members, broadcasts of an environment, end and collect.
 
 Only a classroom's teachers act on it; everyone else gets "not found" from the
-views, which look classrooms up through ``teaching(user)``.
+views, which look classrooms up through ``taught_by(user)``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from django.db import transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
-from . import audit, leases, lifecycle
-from .catalog import launchable
-from .lib import queue, refusals
-from .lib.events import class_group, publish_group
-from .lib.redis import redis_client
-from .models import (
+from ..lib import queue, refusals
+from ..lib.events import class_group, publish_group
+from ..lib.redis import redis_client
+from ..models import (
     ACTIVE_STATES,
     Broadcast,
     Classroom,
@@ -38,6 +36,8 @@ from .models import (
     Workspace,
     WorkspaceState,
 )
+from . import audit, leases, lifecycle
+from .catalog import launchable
 from .teaching import end_class_sessions
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ClassroomError(refusals.BadInput):
     """Bad input (HTTP 400)."""
 
 
-def teaching(user: User) -> QuerySet[Classroom]:
+def taught_by(user: User) -> QuerySet[Classroom]:
     return Classroom.objects.filter(teachers=user)
 
 

@@ -15,12 +15,12 @@ import time
 
 from django.conf import settings
 
-from .display.rfb import RFBClient, RFBError
-from .display.sockets import DisplayTarget
-from .lib import queue
-from .lib.redis import redis_client
+from ..display.rfb import RFBClient, RFBError
+from ..display.sockets import DisplayTarget
+from ..lib import queue
+from ..lib.redis import redis_client
+from ..models import Workspace
 from .lifecycle import WrongState
-from .models import Workspace
 
 MAX_AGE = 4  # seconds a picture counts as current
 KEEP = 60  # seconds a picture is kept at all

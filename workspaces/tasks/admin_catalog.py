@@ -6,16 +6,13 @@ import logging
 import re
 import time
 
-from .. import (
-    admin_catalog,
-    jobs,
-)
 from ..engine.base import EngineError
 from ..lib.events import publish
 from ..models import (
     Job,
     JobState,
 )
+from ..services import admin_catalog, jobs
 from .common import job_task
 
 logger = logging.getLogger(__name__)

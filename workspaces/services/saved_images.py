@@ -15,13 +15,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, ProtectedError, Sum
 from django.utils import timezone
 
+from ..engine.base import EngineError
+from ..lib import queue, refusals
+from ..lib.engine_access import backend
+from ..lib.events import publish
+from ..models import Broadcast, Image, ImageState, User, Workspace, WorkspaceState
 from .catalog import DOCKER_COMPONENT
-from .engine.base import EngineError
-from .lib import queue, refusals
-from .lib.engine_access import backend
-from .lib.events import publish
 from .lifecycle import container_name, containers_of
-from .models import Broadcast, Image, ImageState, User, Workspace, WorkspaceState
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # Container names a saved image may not take in a workspace.

@@ -8,9 +8,9 @@ import re
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .engine.specs import limit_problems
-from .lib.engine_access import backend
-from .models import Classroom, Image, ImageKind, ImageState, Role, User, Visibility
+from ..engine.specs import limit_problems
+from ..lib.engine_access import backend
+from ..models import Classroom, Image, ImageKind, ImageState, Role, User, Visibility
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,6 @@ from celery import shared_task
 from django.db.models import F
 from django.utils import timezone
 
-from .. import (
-    leases,
-    saving,
-)
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.events import publish
@@ -20,6 +16,7 @@ from ..models import (
     Image,
     ImageState,
 )
+from ..services import leases, saved_images
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +24,7 @@ logger = logging.getLogger(__name__)
 def _image_report(image: Image, progress: int, message: str) -> None:
     image.message = message
     Image.objects.filter(pk=image.pk, state=ImageState.SAVING).update(message=message)
-    publish(image.owner_id, saving.image_event(image, progress))
+    publish(image.owner_id, saved_images.image_event(image, progress))
 
 
 def _save_failure(exc: BaseException) -> str:
@@ -37,14 +34,14 @@ def _save_failure(exc: BaseException) -> str:
     if isinstance(exc, EngineError):
         return str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
-        return f"The save took longer than {saving.SAVE_TIME_LIMIT // 60} minutes and was stopped; try again."
+        return f"The save took longer than {saved_images.SAVE_TIME_LIMIT // 60} minutes and was stopped; try again."
     return f"The save failed unexpectedly ({type(exc).__name__}: {exc}); try again."
 
 
 def _commit(image: Image) -> None:
     workspace = image.source_workspace
     if workspace is None:
-        saving.fail(image.pk, "The workspace it was saved from was deleted before the save began.")
+        saved_images.fail(image.pk, "The workspace it was saved from was deleted before the save began.")
         return
     parent = image.parent
     labels = {
@@ -69,13 +66,13 @@ def _commit(image: Image) -> None:
         size=saved["size"],
         added_size=max(saved["size"] - parent_size, 0),
         built=timezone.now(),
-        changes=saving.changes_record(changes),
+        changes=saved_images.changes_record(changes),
     ):
         # Given up meanwhile (failed as stale): the row says failed, so no tag may stay behind.
         engine.remove_image(image.reference)
         return
     image.refresh_from_db()
-    publish(image.owner_id, saving.image_event(image))
+    publish(image.owner_id, saved_images.image_event(image))
 
 
 def _claim(image_id: int) -> bool:
@@ -89,8 +86,8 @@ def _claim(image_id: int) -> bool:
 
 @shared_task(
     name="workspaces.tasks.saved_image.commit_container",
-    soft_time_limit=saving.SAVE_TIME_LIMIT,
-    time_limit=saving.SAVE_TIME_LIMIT + 30,
+    soft_time_limit=saved_images.SAVE_TIME_LIMIT,
+    time_limit=saved_images.SAVE_TIME_LIMIT + 30,
 )
 def commit_container(image_id: int) -> None:
     """Commit a saved image's container; whatever goes wrong, the row ends failed, never "saving".
@@ -109,7 +106,7 @@ def commit_container(image_id: int) -> None:
     except Exception as exc:
         logger.exception("Saving image %s failed", image_id)
         try:
-            saving.fail(image_id, _save_failure(exc))
+            saved_images.fail(image_id, _save_failure(exc))
         except Exception:
             # The database itself is failing: the reconcile pass fails the row later.
             logger.exception("Could not mark image %s failed", image_id)
@@ -128,7 +125,7 @@ def recover_saves() -> int:
     for image in Image.objects.filter(leases.lapsed(), state=ImageState.SAVING, created__lt=waited):
         if image.leased_until is not None:
             if image.recoveries >= leases.max_recoveries():
-                saving.fail(
+                saved_images.fail(
                     image.pk, f"The save was interrupted {image.recoveries + 1} times; try saving again."
                 )
                 continue

@@ -22,12 +22,12 @@ import re
 import time
 from dataclasses import dataclass
 
+from ..display import tokens as display_tokens
+from ..lib import queue, refusals
+from ..lib.events import publish, publish_group, user_group
+from ..lib.redis import redis_client
+from ..models import Classroom, Seat, User, Workspace, WorkspaceState
 from . import audit, lifecycle
-from .display import tokens as display_tokens
-from .lib import queue, refusals
-from .lib.events import publish, publish_group, user_group
-from .lib.redis import redis_client
-from .models import Classroom, Seat, User, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,6 @@ from celery import shared_task
 from django.conf import settings
 from django.db.models import F, QuerySet
 
-from .. import (
-    backups,
-    leases,
-    lifecycle,
-    teaching,
-    thumbnails,
-)
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.events import class_group, publish, publish_group
@@ -24,7 +17,8 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
-from .backup import back_up
+from ..services import backups, leases, lifecycle, teaching, thumbnails
+from .backups import back_up
 from .common import failure_message
 
 logger = logging.getLogger(__name__)

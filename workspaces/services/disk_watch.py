@@ -24,12 +24,12 @@ from collections import defaultdict
 
 from django.conf import settings
 
+from ..engine.base import ContainerDisk
+from ..engine.specs import size_bytes
+from ..lib.engine_access import backend
+from ..lib.redis import redis_client
+from ..models import Image, Workspace, WorkspaceState
 from . import lifecycle
-from .engine.base import ContainerDisk
-from .engine.specs import size_bytes
-from .lib.engine_access import backend
-from .lib.redis import redis_client
-from .models import Image, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
+from ..display import tokens as display_tokens
+from ..engine.errors import InvalidSpecError
+from ..engine.specs import ContainerSpec, Limits, WorkspaceSpec
+from ..lib import queue, refusals
+from ..lib.redis import redis_client
+from ..models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState
 from .catalog import launchable
-from .display import tokens as display_tokens
-from .engine.errors import InvalidSpecError
-from .engine.specs import ContainerSpec, Limits, WorkspaceSpec
-from .lib import queue, refusals
-from .lib.redis import redis_client
-from .models import ACTIVE_STATES, Image, ImageKind, Seat, User, Workspace, WorkspaceState
 
 
 class LaunchError(refusals.BadInput):

@@ -21,12 +21,10 @@ from django.db.models import Count, IntegerField, OuterRef, ProtectedError, Q, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import jobs, saving
-from .catalog import DOCKER_COMPONENT, fields_from_labels
-from .engine.base import EngineError
-from .lib import refusals
-from .lib.engine_access import backend
-from .models import (
+from ..engine.base import EngineError
+from ..lib import refusals
+from ..lib.engine_access import backend
+from ..models import (
     ACTIVE_STATES,
     Broadcast,
     Classroom,
@@ -41,6 +39,8 @@ from .models import (
     Visibility,
     Workspace,
 )
+from . import jobs, saved_images
+from .catalog import DOCKER_COMPONENT, fields_from_labels
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def _entry(reference: str, labels: dict[str, str], fields: dict, origin: str, si
 
 def add_from_engine(reference: str, fields: dict) -> Image:
     """An image the engine already has becomes a catalog entry."""
-    if saving.is_saved_reference(reference):
+    if saved_images.is_saved_reference(reference):
         raise CatalogError("That is a user's saved image: it joins the catalog through the review queue.")
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
     try:
@@ -337,7 +337,7 @@ def queue_build(
     admin: User, fields: dict, folder: str = "", upload: tuple[BinaryIO, str] | None = None
 ) -> Job:
     """Validate, then build in the background; the entry appears only if the build succeeds."""
-    from .engine.build_context import context_from_upload
+    from ..engine.build_context import context_from_upload
 
     check_target(fields.get("slug") or "")
     check_visibility(fields.get("visibility", "everyone"), fields.get("groups"), fields.get("classrooms"))
@@ -371,7 +371,7 @@ def queue_build(
 
 def build_entry(job: Job, log: Callable[[str], None]) -> Image:
     """The build job's work: build under a scratch tag, then claim the entry's own tag."""
-    from .engine.build_context import context_from_folder
+    from ..engine.build_context import context_from_folder
 
     fields, folder = job.result["fields"], job.result.get("folder")
     # Again, before the long build: a name may have been taken since the job was queued.
@@ -412,7 +412,7 @@ def build_entry(job: Job, log: Callable[[str], None]) -> Image:
 
 
 def queue_pull(admin: User, reference: str, fields: dict) -> Job:
-    from .engine.names import full_reference
+    from ..engine.names import full_reference
 
     if not settings.LATTICE_REGISTRY:
         raise CatalogError("No registry is configured (set LATTICE_REGISTRY).")

@@ -44,11 +44,11 @@ from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from .engine.base import LegacyVolume, Progress, no_progress
-from .lib.engine_access import backend
-from .lib.object_store import StoreError, store
-from .lib.redis import redis_client
-from .models import DataSnapshot, User, Workspace, WorkspaceState
+from ..engine.base import LegacyVolume, Progress, no_progress
+from ..lib.engine_access import backend
+from ..lib.object_store import StoreError, store
+from ..lib.redis import redis_client
+from ..models import DataSnapshot, User, Workspace, WorkspaceState
 
 logger = logging.getLogger(__name__)
 

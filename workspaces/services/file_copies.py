@@ -7,9 +7,9 @@ empty volume that a restore would then take for the user's own files.
 
 from __future__ import annotations
 
+from ..lib.engine_access import backend
+from ..models import User
 from . import backups
-from .lib.engine_access import backend
-from .models import User
 
 # What a copied file's "status" may be (engine copy_data); the others are "failed" and "skipped".
 WRITTEN = ("copied", "beside", "same")

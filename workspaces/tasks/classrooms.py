@@ -10,15 +10,6 @@ from celery import shared_task
 from django.db import transaction
 from django.db.models import F
 
-from .. import (
-    classrooms,
-    file_copies,
-    jobs,
-    leases,
-    lifecycle,
-    teaching,
-)
-from ..backups import BackupError
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..models import (
@@ -32,8 +23,10 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
+from ..services import classrooms, file_copies, jobs, leases, lifecycle, teaching
+from ..services.backups import BackupError
 from .common import failure_message, job_task
-from .workspace import spawn_workspace
+from .lifecycle import spawn_workspace
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import AuditEvent, Classroom, User, Workspace
+from ..models import AuditEvent, Classroom, User, Workspace
 
 SESSION_START = "screen.session.start"
 SESSION_END = "screen.session.end"

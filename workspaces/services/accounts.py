@@ -16,7 +16,7 @@ from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from .models import Role
+from ..models import Role
 
 DASHBOARDS = {
     Role.STUDENT: "student-dashboard",

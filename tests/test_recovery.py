@@ -13,9 +13,9 @@ import pytest
 from django.utils import timezone
 
 from tests.saving_fakes import use_fake_engine
-from workspaces import tasks
+from workspaces import leases, tasks
 from workspaces.models import Image, Job, Workspace
-from workspaces.services import jobs, leases, saved_images
+from workspaces.services import jobs, saved_images
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from .services.leases import lease_end
+from .leases import lease_end
 
 
 class Role(models.TextChoices):
@@ -91,7 +91,7 @@ class Job(models.Model):
     log = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
-    # Recovery (workspaces/services/leases.py): the task that does the job, called as
+    # Recovery (workspaces/leases.py): the task that does the job, called as
     # task(job_id=…, **task_kwargs), so reconcile can send it again when the
     # lease of a queued or running job lapses (its worker died).
     task = models.CharField(max_length=120, blank=True)
@@ -181,7 +181,7 @@ class Image(models.Model):
         max_length=200, blank=True, help_text="How it came: built, uploaded, pulled, published…"
     )
     # A save under way: empty until a worker claims it, then its lease
-    # (workspaces/services/leases.py); how often a dead worker's save was taken up again.
+    # (workspaces/leases.py); how often a dead worker's save was taken up again.
     leased_until = models.DateTimeField(null=True, blank=True)
     recoveries = models.PositiveSmallIntegerField(default=0)
 
@@ -255,7 +255,7 @@ class Workspace(models.Model):
     updated = models.DateTimeField(auto_now=True)
     # While pending, starting, stopping or deleting: until when the task at
     # it (or, pending, its message in the queue) answers for it. Lapsed,
-    # reconcile takes the step up again (workspaces/services/leases.py).
+    # reconcile takes the step up again (workspaces/leases.py).
     leased_until = models.DateTimeField(default=lease_end, db_index=True)
     recoveries = models.PositiveSmallIntegerField(default=0)
 

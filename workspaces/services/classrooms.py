@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.http import Http404
 
+from .. import leases
 from ..lib import queue, refusals
 from ..lib.events import class_group, publish_group
 from ..lib.redis import redis_client
@@ -36,7 +37,7 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
-from . import audit, leases, lifecycle
+from . import audit, lifecycle
 from .catalog import launchable
 from .teaching import end_class_sessions
 

@@ -1,7 +1,7 @@
 """Background jobs a user waits for: queue after commit, report progress, recover.
 
 A job names its task and the task's arguments, so when the worker running
-it dies (its lease lapses, workspaces/services/leases.py) reconcile sends it again;
+it dies (its lease lapses, workspaces/leases.py) reconcile sends it again;
 the task claims the job once more and starts over, which every job's work
 allows (a build, a pull, a collect, a backup, a check: each may run twice).
 """
@@ -17,10 +17,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .. import leases
 from ..lib import queue
 from ..lib.events import publish
 from ..models import Job, JobState, User
-from . import leases
 
 logger = logging.getLogger(__name__)
 

@@ -6,13 +6,14 @@ import logging
 
 from celery import shared_task
 
+from .. import leases
 from ..engine.base import no_progress
 from ..lib.redis import redis_client
 from ..models import (
     JobState,
     User,
 )
-from ..services import backups, jobs, leases
+from ..services import backups, jobs
 from .common import failure_message
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from celery import shared_task
 from django.db import transaction
 from django.db.models import F
 
+from .. import leases
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..models import (
@@ -23,7 +24,7 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
-from ..services import classrooms, file_copies, jobs, leases, lifecycle, teaching
+from ..services import classrooms, file_copies, jobs, lifecycle, teaching
 from ..services.backups import BackupError
 from .common import failure_message, job_task
 from .lifecycle import spawn_workspace

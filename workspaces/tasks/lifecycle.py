@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db.models import F, QuerySet
 
+from .. import leases
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.events import class_group, publish, publish_group
@@ -17,7 +18,7 @@ from ..models import (
     Workspace,
     WorkspaceState,
 )
-from ..services import backups, leases, lifecycle, teaching, thumbnails
+from ..services import backups, lifecycle, teaching, thumbnails
 from .backups import back_up
 from .common import failure_message
 

@@ -3,7 +3,7 @@
 It runs every LATTICE_RECONCILE_INTERVAL seconds (beat) and when a worker
 starts. What needs no engine comes first (the engine may be what is down):
 steps whose worker died are taken up again (their leases lapsed,
-workspaces/services/leases.py), broadcasts whose seats are all over end. Then the
+workspaces/leases.py), broadcasts whose seats are all over end. Then the
 engine: running workspaces whose containers died fail, workspaces the engine
 has and the database does not are removed. When nothing changed a pass is a
 few indexed queries and one listing of the engine's containers.
@@ -16,12 +16,13 @@ import logging
 from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
+from .. import leases
 from ..display import tokens as display_tokens
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
-from ..services import jobs, leases, saved_images
+from ..services import jobs, saved_images
 from .classrooms import finish_broadcasts, recover_seats
 from .lifecycle import _containers, _settle, recover_workspaces
 from .saved_images import recover_saves

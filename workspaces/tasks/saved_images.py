@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db.models import F
 from django.utils import timezone
 
+from .. import leases
 from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.events import publish
@@ -16,7 +17,7 @@ from ..models import (
     Image,
     ImageState,
 )
-from ..services import leases, saved_images
+from ..services import saved_images
 
 logger = logging.getLogger(__name__)
 

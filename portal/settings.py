@@ -250,7 +250,7 @@ CELERY_TASK_ANNOTATIONS = {
         "expires": 60,
     }
 }
-# Recovery (workspaces/services/leases.py): a step whose worker died is taken up again
+# Recovery (workspaces/leases.py): a step whose worker died is taken up again
 # once its lease lapses; reconcile looks this often, so nothing stays stuck
 # longer than a lease plus a pass. A pass the worker did not reach in time
 # is dropped (expires): the next one does the same work.

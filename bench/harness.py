@@ -1,6 +1,6 @@
 """A private Lattice for benchmarks: its own Redis, database, worker and display proxy.
 
-Reuses the test harness (tests/services.py) so a benchmark measures the same
+Reuses the test harness (tests/support/services.py) so a benchmark measures the same
 processes the end-to-end tests exercise, without touching a running `make run`.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import services  # noqa: E402  (starts a private redis-server)
+from tests.support import services  # noqa: E402  (starts a private redis-server)
 
 ORIGIN = "http://bench.local"
 
@@ -87,6 +87,6 @@ def lattice():
         worker.stop()
         proxy.stop()
         # The benchmark's users and their files were made up for it: nothing of them stays.
-        from tests.leftovers import remove_everything_under
+        from tests.support.leftovers import remove_everything_under
 
         remove_everything_under("latticebench")

@@ -38,7 +38,7 @@ from workspaces.engine.docker_backend import DockerBackend  # noqa: E402
 
 
 def free_port() -> int:
-    """As tests/services.py's, which is not imported: importing it starts a Redis and looks at Docker."""
+    """As tests/support/services.py's, which is not imported: importing it starts a Redis and looks at Docker."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.db import connection
 
-from tests.services import ARTIFACTS, Process, free_port, wait_for_port
+from tests.support.services import ARTIFACTS, Process, free_port, wait_for_port
 
 PASSWORD = "correct horse battery"
 

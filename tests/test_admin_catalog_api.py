@@ -5,8 +5,8 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests import catalog_fakes
-from tests.saving_fakes import make_saved_image
+from tests.support import catalog_fakes
+from tests.support.saved_images_fakes import make_saved_image
 from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Workspace
 
 pytestmark = pytest.mark.django_db

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 import pytest
 from django.conf import settings
 
-from tests.e2e import containers_of, docker_build, engine_id, inspect, wait_for_job, wait_for_state
-from tests.registry import local_registry, push
+from tests.support.e2e import containers_of, docker_build, engine_id, inspect, wait_for_job, wait_for_state
+from tests.support.registry import local_registry, push
 from workspaces import tasks
 from workspaces.lib.events import user_group
 from workspaces.models import Image, PublishRequest, Workspace
@@ -219,7 +219,7 @@ def test_review_publish_and_launch(engine, api_client, admin_user, owner, teamma
     saved_id = api_client.post(
         f"/api/workspaces/{ws}/containers/display/commit/", {"name": "nice-desk"}, format="json"
     ).json()["id"]
-    from tests.test_saving_e2e import wait_for_image
+    from tests.test_saved_images_e2e import wait_for_image
 
     assert wait_for_image(saved_id).state == "ready"
     assert (

@@ -11,9 +11,9 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from tests import catalog_fakes
-from tests.catalog_fakes import BrokenStep, CrashingBuild, CrashingPull, RefusingPull
-from tests.saving_fakes import make_saved_image
+from tests.support import catalog_fakes
+from tests.support.catalog_fakes import BrokenStep, CrashingBuild, CrashingPull, RefusingPull
+from tests.support.saved_images_fakes import make_saved_image
 from workspaces import tasks
 from workspaces.engine.base import EngineError
 from workspaces.models import Broadcast, Classroom, Image, Job, PublishRequest, Workspace

@@ -98,7 +98,7 @@ def test_a_failing_view_is_json_500_without_a_traceback(owner, settings):
     from rest_framework.test import APIClient
 
     settings.DEBUG = False
-    settings.ROOT_URLCONF = "tests.urls_with_errors"
+    settings.ROOT_URLCONF = "tests.support.urls_with_errors"
     client = APIClient(raise_request_exception=False)
     client.force_authenticate(owner)
     response = client.get("/api/broken/")

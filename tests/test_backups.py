@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.fakes import use_engine
+from tests.support.fakes import use_engine
 from workspaces import tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import Endpoint

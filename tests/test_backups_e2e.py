@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e import docker, running, sh, wait_for_job, wait_for_state, wait_until_gone
+from tests.support.e2e import docker, running, sh, wait_for_job, wait_for_state, wait_until_gone
 from workspaces.engine import names
 from workspaces.lib.object_store import store
 from workspaces.models import DataSnapshot

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import use_engine
+from tests.support.fakes import use_engine
 from workspaces import tasks
 from workspaces.engine.base import ContainerDisk
 from workspaces.engine.docker_backend import DockerBackend

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.e2e import running, sh, wait_for_state, wait_for_window
-from tests.services import ARTIFACTS
+from tests.support.e2e import running, sh, wait_for_state, wait_for_window
+from tests.support.services import ARTIFACTS
 from workspaces import tasks
 from workspaces.lib.engine_access import backend
 from workspaces.models import Image

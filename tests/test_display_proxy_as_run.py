@@ -21,8 +21,8 @@ import redis
 from django.conf import settings
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import running
-from tests.services import ROOT, Process, free_port, redis_server_command, wait_for_port
+from tests.support.e2e import running
+from tests.support.services import ROOT, Process, free_port, redis_server_command, wait_for_port
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient
 from workspaces.lib.redis import redis_client

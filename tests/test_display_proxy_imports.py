@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from tests.services import ROOT
+from tests.support.services import ROOT
 
 SHOW_LOADED = """
 import json, sys

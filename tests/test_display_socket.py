@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.listeners import UnixListener
+from tests.support.listeners import UnixListener
 from workspaces.display.sockets import (
     SOCKET_NAME,
     DisplayRefused,

@@ -21,9 +21,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import running, sh
-from tests.listeners import UnixListener
-from tests.services import ARTIFACTS
+from tests.support.e2e import running, sh
+from tests.support.listeners import UnixListener
+from tests.support.services import ARTIFACTS
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient
 from workspaces.engine.errors import StartTimeout

@@ -8,7 +8,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.services import ROOT
+from tests.support.services import ROOT
 from workspaces.lib import env
 
 

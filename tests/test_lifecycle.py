@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.fakes import endpoint_state, use_engine
+from tests.support.fakes import endpoint_state, use_engine
 from workspaces import tasks
 from workspaces.display import tokens as display_tokens
 from workspaces.engine.docker_backend import DockerBackend

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import catalog_fakes
+from tests.support import catalog_fakes
 from workspaces.engine.errors import InvalidSpecError
 from workspaces.engine.specs import Limits, limit_problems, max_cpus
 from workspaces.models import Image, Workspace

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tests.services import free_port
+from tests.support.services import free_port
 from workspaces.lib.object_store import LocalFolderStore, S3Store, StoreError, open_store
 
 

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import running, wait_for_window
-from tests.services import ROOT
+from tests.support.e2e import running, wait_for_window
+from tests.support.services import ROOT
 from workspaces.display.rfb import RFBClient
 from workspaces.services.catalog import sync_from_engine
 

@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from tests.conftest import TEST_ORIGIN, start_display_proxy
-from tests.e2e import running
-from tests.fakes import endpoint_state
+from tests.support.e2e import running
+from tests.support.fakes import endpoint_state
 from workspaces.display import tokens as display_tokens
 from workspaces.display.proxy import MESSAGE_SLACK
 from workspaces.display.rfb import RFBClient

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.saving_fakes import use_fake_engine
+from tests.support.saved_images_fakes import use_fake_engine
 from workspaces import leases, tasks
 from workspaces.models import Image, Job, Workspace
 from workspaces.services import jobs, saved_images

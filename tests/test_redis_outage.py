@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.services import free_port, redis_server_command, wait_for_port
+from tests.support.services import free_port, redis_server_command, wait_for_port
 from workspaces.lib import redis as lib_redis
 from workspaces.lib.outages import REDIS_UNAVAILABLE, RedisUnavailable, redis_outage
 from workspaces.models import Classroom, Image

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services import ROOT, Process, free_port, wait_for_port
+from tests.support.services import ROOT, Process, free_port, wait_for_port
 
 pytestmark = pytest.mark.docker  # scripts/setup and preflight talk to the engine
 PROGRAMS = ("redis", "web", "worker", "captures", "upkeep", "beat", "display")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.services import ROOT
+from tests.support.services import ROOT
 
 UNITS = ROOT / "deploy" / "systemd"
 # Redis is the distribution's own unit (redis-server.service), which restarts it.

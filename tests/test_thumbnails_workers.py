@@ -22,8 +22,8 @@ from django.conf import settings
 
 from portal.celery import app
 from tests.conftest import _child_env
-from tests.e2e import wait_for_state
-from tests.services import Process
+from tests.support.e2e import wait_for_state
+from tests.support.services import Process
 from workspaces import tasks
 from workspaces.models import Image
 from workspaces.services import lifecycle

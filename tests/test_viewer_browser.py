@@ -48,7 +48,7 @@ def test_student_launches_and_sees_the_desktop(page, live_server_url, make_user,
 
 def open_running_desktop(page, live_server_url, make_user, username: str) -> int:
     """Launch a desktop alone through the API and open its viewer; the workspace id."""
-    from tests.e2e import wait_for_state
+    from tests.support.e2e import wait_for_state
 
     make_user(username)
     login(page, live_server_url, username)

@@ -3,7 +3,7 @@ neither reads the teacher's clipboard on its own nor writes to it without a
 click. On one's own screen the clipboard is shared both ways, as before.
 
 The real desktop, proxy and Chromium; the student's program that copies is an
-X client in the display (tests/clipboard_owner.py). Every call the page makes
+X client in the display (tests/support/clipboard_owner.py). Every call the page makes
 to navigator.clipboard is recorded, and the browser's real clipboard is read
 at the end.
 """
@@ -23,7 +23,7 @@ from workspaces.models import Broadcast, Classroom, Image, Seat, User, Workspace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.docker]
 
-OWNER_SCRIPT = (Path(__file__).parent / "clipboard_owner.py").read_text()
+OWNER_SCRIPT = (Path(__file__).parent / "support" / "clipboard_owner.py").read_text()
 
 # Recorded before any script of the page runs: every clipboard call, and the
 # real functions kept for the test itself.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fakes import endpoint_state
+from tests.support.fakes import endpoint_state
 from workspaces.display import tokens as display_tokens
 from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace

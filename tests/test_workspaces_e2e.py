@@ -13,7 +13,7 @@ from django.conf import settings
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from tests.conftest import PASSWORD, TEST_ORIGIN
-from tests.e2e import (
+from tests.support.e2e import (
     containers_of,
     data_volumes,
     engine_id,
@@ -28,7 +28,7 @@ from tests.e2e import (
     wait_for_window,
     wait_until_gone,
 )
-from tests.services import ARTIFACTS
+from tests.support.services import ARTIFACTS
 from workspaces.display import tokens as display_tokens
 from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.lib.redis import redis_client

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from django.db.models import Q
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.e2e import engine_id
+from tests.support.e2e import engine_id
 from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.engine.base import RUNNING
 from workspaces.lib.engine_access import backend

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests import leftovers
 from tests.chaos.stack import Stack
 from tests.conftest import _child_env
-from tests.services import ARTIFACTS
+from tests.support import leftovers
+from tests.support.services import ARTIFACTS
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 The harness starts and restarts them itself (no supervisor), so it knows to
 the moment when a killed process is back: the worker once Celery says
 "ready.", beat once it says it is starting, the web, the display proxy and
-Redis once their port answers. Redis is the run's own (tests/services.py),
+Redis once their port answers. Redis is the run's own (tests/support/services.py),
 made persistent first: a production Redis keeps its queue across a crash.
 """
 
@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests import services
 from tests.conftest import TEST_ORIGIN, start_display_proxy, start_web, start_worker
-from tests.services import Process, free_port
+from tests.support import services
+from tests.support.services import Process, free_port
 
 VICTIMS = ("worker", "captures", "upkeep", "web", "display", "beat", "redis")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.leftovers import run_prefix
+from tests.support.leftovers import run_prefix
 from workspaces.engine import ContainerSpec, WorkspaceSpec
 from workspaces.engine.docker_backend import DockerBackend
 

@@ -6,7 +6,7 @@ real build or pull can (a crash, a broken step, a refused pull).
 
 from __future__ import annotations
 
-from tests.fakes import use_engine
+from tests.support.fakes import use_engine
 from workspaces.engine.base import EngineError, ImageNotFound
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import BuildFailed

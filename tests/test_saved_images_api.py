@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.saving_fakes import make_saved_image, use_fake_engine
+from tests.support.saved_images_fakes import make_saved_image, use_fake_engine
 from workspaces.engine.base import EngineError
 from workspaces.models import Broadcast, Classroom, Image, User, Workspace
 from workspaces.services import saved_images

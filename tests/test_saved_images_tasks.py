@@ -11,7 +11,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
 
-from tests.saving_fakes import MiB, make_saved_image, use_fake_engine
+from tests.support.saved_images_fakes import MiB, make_saved_image, use_fake_engine
 from workspaces import tasks
 from workspaces.engine.base import ContainerNotFound
 from workspaces.models import Image, Workspace

@@ -1,6 +1,6 @@
 """Real services for the test run, started before Django reads its settings.
 
-Loaded as a pytest plugin (``-p tests.services``) so that REDIS_URL and the
+Loaded as a pytest plugin (``-p tests.support.services``) so that REDIS_URL and the
 other variables are in place when pytest-django imports ``portal.settings``.
 Each run gets its own redis-server on a free port, so tests never touch the
 Redis of a running ``make run``.
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests import leftovers
+from tests.support import leftovers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # scripts/test gives each pass (SQLite, PostgreSQL) its own folder.
 ARTIFACTS = Path(os.environ.get("LATTICE_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_ORIGIN
-from tests.e2e import pointer, sh, wait_for_job, wait_for_state
+from tests.support.e2e import pointer, sh, wait_for_job, wait_for_state
 from workspaces.display.rfb import RFBClient, RFBError
 from workspaces.display.sockets import DisplayTarget
 from workspaces.models import Classroom, Seat, Workspace

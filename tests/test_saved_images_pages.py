@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.saving_fakes import make_saved_image, use_fake_engine
+from tests.support.saved_images_fakes import make_saved_image, use_fake_engine
 from workspaces.engine.base import EngineError, EngineUnavailable
 from workspaces.models import Image, Workspace
 

@@ -7,7 +7,7 @@ not need)."""
 import pytest
 
 from tests.conftest import screenshot
-from tests.fakes import endpoint_state
+from tests.support.fakes import endpoint_state
 from tests.test_pages_browser import login
 from workspaces.models import AuditEvent, Broadcast, Classroom, Image, Seat, Workspace
 from workspaces.services import teaching, thumbnails
@@ -20,7 +20,7 @@ def lesson(make_user, teacher):
     student = make_user("kit")
     room = Classroom.objects.create(name="Looms")
     room.teachers.add(teacher)
-    room.students.add(student)  # an admin's placement (the API's is tested in test_classroom_consent)
+    room.students.add(student)  # an admin's placement (the API's is tested in test_classrooms_consent)
     desktop = Image.objects.create(
         slug="desktop", reference="lattice/desktop:latest", kind="display", title="Desktop"
     )

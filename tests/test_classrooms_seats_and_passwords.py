@@ -1,6 +1,6 @@
 """A queued seat waits in the broker, not in a worker thread; VNC passwords
 rotate when a control session or a demo ends. No containers: the engine is a
-subclass of the real DockerBackend that only records (tests/fakes.py); the
+subclass of the real DockerBackend that only records (tests/support/fakes.py); the
 real display taking new passwords is tests/engine/test_vnc_rotation.py."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 from django.db import connections
 
-from tests.fakes import endpoint_state, use_engine
+from tests.support.fakes import endpoint_state, use_engine
 from workspaces import tasks
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineError

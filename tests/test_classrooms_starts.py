@@ -12,8 +12,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from tests.fakes import use_engine
-from tests.saving_fakes import make_saved_image
+from tests.support.fakes import use_engine
+from tests.support.saved_images_fakes import make_saved_image
 from workspaces import tasks
 from workspaces.engine.base import StartFailed
 from workspaces.engine.docker_backend import DockerBackend

@@ -10,8 +10,8 @@ import time
 import pytest
 from django.conf import settings
 
-from tests.e2e import docker, image_exists, running, sh, wait_for_state, wait_until_gone
-from tests.services import ARTIFACTS
+from tests.support.e2e import docker, image_exists, running, sh, wait_for_state, wait_until_gone
+from tests.support.services import ARTIFACTS
 from workspaces.models import Image
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker]

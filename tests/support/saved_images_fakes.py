@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fakes import use_engine
+from tests.support.fakes import use_engine
 from workspaces.engine.docker_backend import DockerBackend
 from workspaces.models import Image, User
 from workspaces.services import saved_images

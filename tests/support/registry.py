@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.services import Process, free_port, wait_for_port
+from tests.support.services import Process, free_port, wait_for_port
 
 CONFIG = """version: 0.1
 storage:

@@ -393,7 +393,7 @@ def test_a_seat_is_tried_at_most_the_configured_times(api_client, settings, teac
 def test_an_unreviewed_saved_image_does_not_go_to_a_class(
     api_client, settings, teacher, room, owner, admin_user
 ):
-    from tests.saving_fakes import make_saved_image
+    from tests.support.saved_images_fakes import make_saved_image
     from workspaces.models import PublishRequest
 
     room.students.add(owner)

@@ -358,7 +358,7 @@ def test_the_grid_hears_that_a_students_workspace_was_deleted(
     classrooms.broadcast(room, teacher, "desktop")
     ws = Workspace.objects.get(owner__username="lambda1")
     heard: list[tuple[str, dict]] = []
-    monkeypatch.setattr(tasks.lifecycle, "publish_group", lambda group, event: heard.append((group, event)))
+    monkeypatch.setattr(lifecycle, "publish_group", lambda group, event: heard.append((group, event)))
 
     lifecycle.delete(ws)  # the student deletes it from their dashboard; the task runs eagerly
 

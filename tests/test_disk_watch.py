@@ -16,7 +16,6 @@ from workspaces.lib.redis import redis_client
 from workspaces.models import Image, Workspace
 from workspaces.services import disk_watch, lifecycle
 from workspaces.services.catalog import fields_from_labels
-from workspaces.tasks import lifecycle as lifecycle_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +65,7 @@ def announced(monkeypatch) -> list[dict]:
     events: list[dict] = []
     monkeypatch.setattr(tasks.stop_workspace, "delay", lambda *args: tasks.stop_workspace(*args))
     monkeypatch.setattr(tasks.back_up, "delay", lambda *args: None)
-    monkeypatch.setattr(lifecycle_tasks, "publish", lambda user_id, event: events.append(event))
+    monkeypatch.setattr(lifecycle, "publish", lambda user_id, event: events.append(event))
     return events
 
 

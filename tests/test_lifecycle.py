@@ -198,7 +198,7 @@ def test_a_failed_delete_keeps_the_row_for_the_reconcile(owner, desktop, engine)
 def test_progress_after_a_stop_took_over_is_dropped(owner, desktop):
     ws = make(owner, desktop, "starting")
     Workspace.objects.filter(pk=ws.pk).update(state="stopping", message="Stopping")
-    tasks.lifecycle._report(ws, 70, "Starting ide")
+    lifecycle.report(ws, 70, "Starting ide")
     assert Workspace.objects.get(pk=ws.pk).message == "Stopping"
 
 
@@ -254,7 +254,7 @@ def test_a_start_whose_worker_died_is_taken_up_again_and_runs(owner, desktop, en
     # The dead run, had it been only slow, can no longer settle the row: it holds generation 0.
     stale = Workspace.objects.get(pk=ws.pk)
     stale.recoveries = 0
-    assert not tasks.lifecycle._settle(stale, "running", "failed", "late word of a dead run")
+    assert not lifecycle.settle(stale, "running", "failed", "late word of a dead run")
     assert Workspace.objects.get(pk=ws.pk).state == "running"
 
 

@@ -14,7 +14,7 @@ from ..models import (
     User,
 )
 from ..services import backups, jobs
-from .common import failure_message
+from ..services.failures import failure_message
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from ..models import (
 )
 from ..services import classrooms, file_copies, jobs, lifecycle, teaching
 from ..services.backups import BackupError
-from .common import failure_message, job_task
-from .lifecycle import spawn_workspace
+from ..services.failures import failure_message
+from .common import job_task
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _start_seat(seat_id: int, still_working) -> None:
             return
     elif not _seat_update(seat, message="Starting the workspace"):
         return
-    spawn_workspace(ws.pk, still_working)  # a restore and the engine start renew the slot as they go
+    lifecycle.start_now(ws.pk, still_working)  # a restore and the engine start renew the slot as they go
     ws = _wait_for_start(ws.pk)
     seat.workspace = ws
     if ws is not None and not ws.deleting and ws.state == WorkspaceState.RUNNING:

@@ -1,4 +1,4 @@
-"""What the tasks share: how a job's task holds its job, how a failure is told to the person who waits."""
+"""What the tasks share: how a job's task holds its job."""
 
 from __future__ import annotations
 
@@ -8,19 +8,9 @@ from collections.abc import Callable
 
 from celery import shared_task
 
-from ..engine.base import EngineError
 from ..services import jobs
-from ..services.backups import BackupError
 
 logger = logging.getLogger(__name__)
-
-
-def failure_message(exc: BaseException, doing: str) -> str:
-    """The engine's own words (or the backup store's), or that Lattice itself broke."""
-    if isinstance(exc, EngineError | BackupError):
-        return str(exc)[:300]
-    logger.exception("%s failed", doing)
-    return f"{doing} failed because of an error in Lattice ({type(exc).__name__}); try again."[:300]
 
 
 def job_task(**options) -> Callable:

@@ -22,9 +22,8 @@ from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
-from ..services import jobs, saved_images
+from ..services import jobs, lifecycle, saved_images
 from .classrooms import finish_broadcasts, recover_seats
-from .lifecycle import _containers, _settle, recover_workspaces
 from .saved_images import recover_saves
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 # What needs no engine, in order: each step on its own (one failing stops no other).
 RECOVERY_STEPS = (
-    ("workspaces", recover_workspaces),
+    ("workspaces", lifecycle.recover_lapsed),
     ("seats", recover_seats),
     ("jobs", jobs.recover_lapsed),
     ("saves", recover_saves),
@@ -73,12 +72,12 @@ def reconcile() -> dict:
         pk for pk, engine_id in running.values_list("pk", "engine_id") if engine.get(engine_id) != "running"
     ]
     for ws in running.filter(pk__in=dead):
-        if _settle(
+        if lifecycle.settle(
             ws,
             WorkspaceState.RUNNING,
             WorkspaceState.FAILED,
             "The workspace's containers stopped unexpectedly; start it again.",
-            engine_state={"containers": _containers(ws.engine_id)},
+            engine_state={"containers": lifecycle.engine_containers(ws.engine_id)},
         ):
             display_tokens.revoke(redis_client(), ws.pk)
             fixed["failed"] += 1

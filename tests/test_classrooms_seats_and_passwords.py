@@ -18,7 +18,7 @@ from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.errors import EngineError
 from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, Seat, Workspace
-from workspaces.services import classrooms, lifecycle, teaching
+from workspaces.services import broadcasts, classrooms, lifecycle, teaching
 
 
 class PasswordRecorder(DockerBackend):
@@ -101,8 +101,8 @@ def test_a_queued_seat_goes_back_to_the_broker_instead_of_holding_a_thread(
         assert not worker_thread.is_alive(), "the task waited for a slot in its worker thread"
     # Back in SLOT_POLL seconds, with the time it stops waiting (SLOT_WAIT from the first try).
     ((args, kwargs),) = [(c.args[0], c.kwargs) for c in again.call_args_list]
-    assert args[0] == seat.pk and kwargs == {"countdown": tasks.classrooms.SLOT_POLL}
-    assert time.time() + tasks.classrooms.SLOT_WAIT - 10 < args[1] <= time.time() + tasks.classrooms.SLOT_WAIT
+    assert args[0] == seat.pk and kwargs == {"countdown": broadcasts.SLOT_POLL}
+    assert time.time() + broadcasts.SLOT_WAIT - 10 < args[1] <= time.time() + broadcasts.SLOT_WAIT
     seat.refresh_from_db()
     assert (seat.state, seat.attempts) == ("queued", 0)
 
@@ -116,15 +116,15 @@ def test_a_queued_seat_keeps_its_deadline_however_often_it_polls(
     deadline = time.time() + 60
     with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
         tasks.start_seat(seat.pk, deadline)
-    again.assert_called_once_with((seat.pk, deadline), countdown=tasks.classrooms.SLOT_POLL)
+    again.assert_called_once_with((seat.pk, deadline), countdown=broadcasts.SLOT_POLL)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_in_eager_mode_a_queued_seat_waits_inline_until_its_deadline(
     one_slot_taken, teacher, room, owner, desktop, monkeypatch
 ):
-    monkeypatch.setattr(tasks.classrooms, "_eager", lambda: True)
-    monkeypatch.setattr(tasks.classrooms, "SLOT_WAIT", 0.5)
+    monkeypatch.setattr(broadcasts, "_eager", lambda: True)
+    monkeypatch.setattr(broadcasts, "SLOT_WAIT", 0.5)
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
     seat = Seat.objects.create(broadcast=sent, student=owner)
     with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
@@ -139,7 +139,7 @@ def test_a_seat_that_waited_too_long_fails_with_a_reason(one_slot_taken, teacher
     sent = Broadcast.objects.create(classroom=room, teacher=teacher, display=desktop)
     seat = Seat.objects.create(broadcast=sent, student=owner)
     with mock.patch.object(tasks.classrooms.start_seat, "apply_async") as again:
-        tasks.start_seat(seat.pk, tasks.classrooms.SLOT_WAIT)
+        tasks.start_seat(seat.pk, broadcasts.SLOT_WAIT)
     again.assert_not_called()
     seat.refresh_from_db()
     assert seat.state == "failed" and "kept the engine busy; retry in a moment" in seat.message

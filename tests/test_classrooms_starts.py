@@ -20,7 +20,7 @@ from workspaces.engine.docker_backend import DockerBackend
 from workspaces.engine.specs import ContainerState, Endpoint
 from workspaces.lib.redis import redis_client
 from workspaces.models import Broadcast, Classroom, Image, PublishRequest, Seat, Workspace
-from workspaces.services import backups, classrooms, file_copies, lifecycle, teaching
+from workspaces.services import backups, broadcasts, classrooms, file_copies, lifecycle, teaching
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -443,7 +443,7 @@ def test_a_start_refuses_a_student_no_longer_in_the_class(
     sent = queued_seats(room, teacher, desktop, files="lessons")
     nu1 = room.students.get()
     copies: list = []
-    monkeypatch.setattr(tasks.classrooms.file_copies, "copy_folder", lambda *args: copies.append(args) or [])
+    monkeypatch.setattr(broadcasts.file_copies, "copy_folder", lambda *args: copies.append(args) or [])
     # Gone between the queue and the start (the seat's own row was not moved).
     room.students.remove(nu1)
 

@@ -22,8 +22,7 @@ from ..engine.base import EngineError
 from ..lib.engine_access import backend
 from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
-from ..services import jobs, lifecycle, saved_images
-from .classrooms import finish_broadcasts, recover_seats
+from ..services import broadcasts, jobs, lifecycle, saved_images
 from .saved_images import recover_saves
 
 logger = logging.getLogger(__name__)
@@ -32,10 +31,10 @@ logger = logging.getLogger(__name__)
 # What needs no engine, in order: each step on its own (one failing stops no other).
 RECOVERY_STEPS = (
     ("workspaces", lifecycle.recover_lapsed),
-    ("seats", recover_seats),
+    ("seats", broadcasts.recover_seats),
     ("jobs", jobs.recover_lapsed),
     ("saves", recover_saves),
-    ("broadcasts", finish_broadcasts),
+    ("broadcasts", broadcasts.finish_broadcasts),
     ("stale_saves", lambda: saved_images.fail_stale_saves(saved_images.STALE_SAVE_SECONDS)),
     ("stale_jobs", lambda: jobs.fail_stale(jobs.stale_job_seconds())),
 )

@@ -137,7 +137,7 @@ def test_a_save_whose_worker_died_is_committed_again(settings, owner, monkeypatc
     assert Image.objects.get(pk=again.pk).state == "saving"
     lapse(Image, again.pk)  # it died
     commits = len([c for c in engine.calls if c[0] == "commit"])
-    assert tasks.saved_images.recover_saves() == 1
+    assert saved_images.recover_saves() == 1
     again.refresh_from_db()
     assert (again.state, again.recoveries) == ("ready", 1)
     assert len([c for c in engine.calls if c[0] == "commit"]) == commits + 1

@@ -29,7 +29,6 @@ def engine(settings):
 def events(monkeypatch):
     sent: list[tuple[int, dict]] = []
     monkeypatch.setattr(saved_images, "publish", lambda user_id, event: sent.append((user_id, event)))
-    monkeypatch.setattr(tasks.saved_images, "publish", lambda user_id, event: sent.append((user_id, event)))
     return sent
 
 

@@ -23,7 +23,6 @@ from ..lib.engine_access import backend
 from ..lib.redis import redis_client
 from ..models import Workspace, WorkspaceState
 from ..services import broadcasts, jobs, lifecycle, saved_images
-from .saved_images import recover_saves
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ RECOVERY_STEPS = (
     ("workspaces", lifecycle.recover_lapsed),
     ("seats", broadcasts.recover_seats),
     ("jobs", jobs.recover_lapsed),
-    ("saves", recover_saves),
+    ("saves", saved_images.recover_saves),
     ("broadcasts", broadcasts.finish_broadcasts),
     ("stale_saves", lambda: saved_images.fail_stale_saves(saved_images.STALE_SAVE_SECONDS)),
     ("stale_jobs", lambda: jobs.fail_stale(jobs.stale_job_seconds())),

@@ -26,9 +26,9 @@ from .models import (
     Workspace,
     WorkspaceState,
 )
-from .services import admin_catalog, classrooms, disk_watch, saved_images, teaching
+from .services import admin_catalog, classrooms, saved_images, teaching
 from .services.accounts import DASHBOARDS, role_required
-from .services.catalog import launchable
+from .services.catalog import check_disk_limit, launchable
 
 # How many of the newest audit events the admin dashboard lists (all: GET /api/admin/audit/).
 AUDIT_SHOWN = 50
@@ -114,7 +114,7 @@ def admin_image(request: HttpRequest, pk: int) -> HttpResponse:
                 image.internet = request.POST.get("internet") == "on"
                 image.enabled = request.POST.get("enabled") == "on"
                 image.full_clean(exclude=["groups", "classrooms"])
-                disk_watch.check_limit(image.disk_limit)
+                check_disk_limit(image.disk_limit)
                 problems = limit_problems(image.mem_limit, image.cpus, image.pids_limit)
                 if problems:
                     raise admin_catalog.CatalogError(" ".join(problems.values()))

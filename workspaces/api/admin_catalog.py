@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 
 from ..engine.build_context import MAX_UPLOAD_BYTES
 from ..engine.specs import limit_problems
-from ..lib.engine_access import backend
 from ..models import Image, PublishRequest, Role
-from ..services import admin_catalog, disk_watch, saved_images
+from ..services import admin_catalog
+from ..services.catalog import check_disk_limit
 from .auth import JobSerializer
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ T = TypeVar("T")
 def _disk_limit(value: str) -> str:
     """What a container may write outside /data before the worker stops it (disk_watch.py)."""
     try:
-        return disk_watch.check_limit(value)
+        return check_disk_limit(value)
     except ValueError as exc:
         raise serializers.ValidationError(str(exc)) from None
 
@@ -184,15 +184,7 @@ class EngineImages(AdminView):
     """Images on the engine that are not in the catalog yet, with their Lattice labels."""
 
     def get(self, request: Request) -> Response:
-        known = set(Image.objects.values_list("reference", flat=True))
-        found = [
-            {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
-            for i in backend().list_images()
-            if i["reference"] not in known
-            and not saved_images.is_saved_reference(i["reference"])
-            and not admin_catalog.is_scratch(i["reference"])
-        ]
-        return Response(found)
+        return Response(admin_catalog.engine_images_not_in_catalog())
 
 
 class BuildRequest(EntryFields):

@@ -580,3 +580,16 @@ def recent_jobs(user: User, limit: int = 5) -> list[Job]:
             else result.get("upload") or result.get("reference") or ""
         )
     return found
+
+
+def engine_images_not_in_catalog() -> list[dict]:
+    """Images on the engine that are not in the catalog yet (nor saved images, nor build scratch),
+    with their Lattice labels and sizes: what an admin may add."""
+    known = set(Image.objects.values_list("reference", flat=True))
+    return [
+        {"reference": i["reference"], "labels": i["labels"], "size": i["size"]}
+        for i in backend().list_images()
+        if i["reference"] not in known
+        and not saved_images.is_saved_reference(i["reference"])
+        and not is_scratch(i["reference"])
+    ]

@@ -8,7 +8,7 @@ import re
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from ..engine.specs import limit_problems
+from ..engine.specs import limit_problems, size_bytes
 from ..lib.engine_access import backend
 from ..models import Classroom, Image, ImageKind, ImageState, Role, User, Visibility
 
@@ -18,6 +18,21 @@ KINDS = {ImageKind.DISPLAY, ImageKind.APP}
 # Docker's rule for one path component of a repository name: catalog slugs and
 # saved images' names (and user namespaces kept as they are) follow it.
 DOCKER_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+# Below this a desktop cannot even start (its X and session files).
+MIN_DISK_LIMIT = 10 * 1024**2
+
+
+def check_disk_limit(value: str) -> str:
+    """A disk limit an admin or a label may set: a size of at least MIN_DISK_LIMIT; ValueError otherwise."""
+    try:
+        ok = size_bytes(value) >= MIN_DISK_LIMIT
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"A disk limit is a size such as 512m or 4g, at least 10m (not {value!r}).")
+    return value
 
 
 def label_flag(value: str | None) -> bool:
@@ -39,8 +54,6 @@ def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = N
     Limits that are not numbers, or that Docker would read as "unlimited" (a 0),
     raise ValueError naming the label or field (engine.specs.limit_problems).
     """
-    from . import disk_watch  # here: disk_watch needs lifecycle, which needs this module
-
     given = given or {}
 
     def pick(field: str, default: object) -> tuple[object, str]:
@@ -61,7 +74,7 @@ def fields_from_labels(labels: dict[str, str], slug: str, given: dict | None = N
     mem_limit, cpus, pids_limit = (value for value, _ in limits.values())
     disk_limit, disk_source = pick("disk_limit", "4g")
     try:
-        disk_watch.check_limit(str(disk_limit).strip())
+        check_disk_limit(str(disk_limit).strip())
     except ValueError as exc:
         raise ValueError(f"{disk_source}: {exc}") from None
     return {

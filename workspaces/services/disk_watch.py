@@ -53,20 +53,6 @@ DEFAULT_LIMIT = Image._meta.get_field("disk_limit").default
 # socket; what a student puts there beside it must stay small.
 SOCKET_FOLDER_LIMIT = 16 * 1024**2
 
-# Below this a desktop cannot even start (its X and session files).
-MIN_LIMIT = 10 * 1024**2
-
-
-def check_limit(value: str) -> str:
-    """A disk limit an admin or a label may set: a size of at least MIN_LIMIT; ValueError otherwise."""
-    try:
-        ok = size_bytes(value) >= MIN_LIMIT
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"A disk limit is a size such as 512m or 4g, at least 10m (not {value!r}).")
-    return value
-
 
 def readable(size: int) -> str:
     """4.2 GB, 40 MB, 512 KB: sizes for people (binary units, as the limits are)."""

@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into our 429 page.
     "axes.middleware.AxesMiddleware",
-    # Redis away: pages answer 503 "try again in a moment", not 500 (workspaces/outages.py).
+    # Redis away: pages answer 503 "try again in a moment", not 500 (workspaces/lib/outages.py).
     "workspaces.lib.outages.RedisOutageMiddleware",
 ]
 
@@ -212,7 +212,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis down or frozen: queueing a task fails within seconds, and the request
-# answers 503 (workspaces/outages.py). kombu's default is to wait forever.
+# answers 503 (workspaces/lib/outages.py). kombu's default is to wait forever.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 3}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,

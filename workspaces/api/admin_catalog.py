@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def _disk_limit(value: str) -> str:
-    """What a container may write outside /data before the worker stops it (disk_watch.py)."""
+    """What a container may write outside /data before the worker stops it (services/disk_watch.py)."""
     try:
         return check_disk_limit(value)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The disk watch's beat task (see disk_watch.py)."""
+"""The disk watch's beat task (see services/disk_watch.py)."""
 
 from __future__ import annotations
 

@@ -206,6 +206,13 @@ class Image(models.Model):
     def saved(self) -> bool:
         return self.owner_id is not None
 
+    # What an image made from this one (a save, a publication) keeps of it.
+    INHERITED = ("mem_limit", "disk_limit", "cpus", "pids_limit", "internet", "kiosk")
+
+    def inherited(self) -> dict:
+        """The limits and flags an image made from this one keeps."""
+        return {field: getattr(self, field) for field in self.INHERITED}
+
 
 class WorkspaceState(models.TextChoices):
     PENDING = "pending", "Pending"

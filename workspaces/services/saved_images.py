@@ -173,18 +173,13 @@ def save(workspace: Workspace, container: str, name: str, description: str = "")
                 version=version,
                 parent=parent,
                 origin=f"saved from {parent.title} ({parent.slug})"[:200],
-                mem_limit=parent.mem_limit,
-                disk_limit=parent.disk_limit,
-                cpus=parent.cpus,
-                pids_limit=parent.pids_limit,
-                internet=parent.internet,
-                kiosk=parent.kiosk,
+                **parent.inherited(),
                 state=ImageState.SAVING,
                 message="Queued",
                 source_workspace=workspace,
                 source_container=container,
             )
-            queue.later("workspaces.tasks.saved_image.commit_container", image.pk)
+            queue.later(COMMIT, image.pk)
     except IntegrityError:
         # one_save_per_container: the user's lock does not cover a save of
         # this container that is under way already.

@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 from celery import current_app
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, QuerySet
 
 from .. import leases
 from ..engine.base import EngineError
@@ -76,16 +76,18 @@ def send_seats(broadcast_id: int) -> None:
     _finish_if_over(broadcast_id)
 
 
+def _end_if_over(broadcasts: QuerySet[Broadcast]) -> int:
+    """Those of ``broadcasts`` none of whose seats waits or starts are done; how many this ended.
+
+    One conditional update: a seat queued meanwhile keeps its broadcast open.
+    """
+    waiting = Seat.objects.filter(broadcast=OuterRef("pk"), state__in=[SeatState.QUEUED, SeatState.STARTING])
+    return broadcasts.exclude(Exists(waiting)).update(state=BroadcastState.DONE)
+
+
 def _finish_if_over(broadcast_id: int) -> int:
     """The broadcast is done once none of its seats waits or starts; 1 when this call ended it."""
-    waiting = Seat.objects.filter(broadcast_id=broadcast_id, state__in=[SeatState.QUEUED, SeatState.STARTING])
-    if waiting.exists():
-        return 0
-    return (
-        Broadcast.objects.filter(pk=broadcast_id)
-        .exclude(state=BroadcastState.DONE)
-        .update(state=BroadcastState.DONE)
-    )
+    return _end_if_over(Broadcast.objects.filter(pk=broadcast_id).exclude(state=BroadcastState.DONE))
 
 
 def start_seat(seat_id: int, deadline: float | None = None) -> None:
@@ -272,9 +274,4 @@ def recover_seats() -> int:
 
 def finish_broadcasts() -> int:
     """End broadcasts none of whose seats waits or starts (their last seat's task died); how many."""
-    ended = 0
-    for broadcast_id in Broadcast.objects.filter(
-        state__in=[BroadcastState.QUEUED, BroadcastState.RUNNING]
-    ).values_list("pk", flat=True):
-        ended += _finish_if_over(broadcast_id)
-    return ended
+    return _end_if_over(Broadcast.objects.filter(state__in=[BroadcastState.QUEUED, BroadcastState.RUNNING]))
